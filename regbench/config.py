@@ -1,0 +1,372 @@
+"""Typed, validated view of ``params.yaml``, loaded once per stage.
+
+Sections: one per stage (``fetch``, ``prepare``, ``train``, ``claims``,
+``report``) and one per experiment (``circles``, ``synthetic``, ``mnist``,
+``sonar``, ``imdb``). An experiment section holds ``defaults`` (the published
+settings) and ``variants`` that override some of them; a variant with a
+``grid`` expands into one member per grid value.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from regbench.schema import (
+    ParamsError,
+    build,
+    check,
+    fail,
+    non_negative,
+    positive,
+    positive_int,
+    rate,
+)
+
+EXPERIMENTS = ("circles", "synthetic", "mnist", "sonar", "imdb")
+STAGE_SECTIONS = ("fetch", "prepare", "train", "claims", "report")
+DigestKind = Literal["sha256", "imdb-content", "sonar-normalized"]
+
+
+# --- fetch -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SourceParams:
+    """One place a dataset file can come from, and how to verify it."""
+
+    file: str
+    digest_kind: DigestKind
+    digest: str = check(
+        lambda v: len(v) == 64 and all(c in "0123456789abcdef" for c in v),
+        "must be 64 lowercase hex digits (a sha256)",
+    )
+    url: str | None = None
+    # A file shipped inside an installed Python package (usable offline).
+    package: str | None = None
+    package_path: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.url is None) == (self.package is None):
+            raise ParamsError(
+                f"params.yaml: source {self.file!r} must set exactly one of 'url' or 'package'"
+            )
+
+
+@dataclass(frozen=True)
+class DatasetFetchParams:
+    use: str
+    sources: Mapping[str, SourceParams]
+    # Source to fall back to when ``use`` cannot be reached (no mirror copy, no network).
+    fallback: str | None = None
+
+
+@dataclass(frozen=True)
+class FetchParams:
+    datasets: Mapping[str, DatasetFetchParams]
+    # Directory holding upstream files under their upstream names; REGBENCH_MIRROR overrides.
+    mirror: str | None = None
+    timeout_s: float = check(positive, "must be a positive number of seconds", default=60.0)
+    retries: int = check(non_negative, "must be 0 or more", default=4)
+    backoff_s: float = check(non_negative, "must be 0 or more seconds", default=2.0)
+
+
+# --- prepare ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CirclesPrepare:
+    n_samples: int = check(positive_int, "must be a positive integer")
+    noise: float = check(non_negative, "must be 0 or more")
+    random_state: int = 1
+    n_train: int = check(positive_int, "must be a positive integer", default=30)
+
+
+@dataclass(frozen=True)
+class SyntheticPrepare:
+    n_samples: int = check(positive_int, "must be a positive integer")
+    n_features: int = check(positive_int, "must be a positive integer")
+    n_classes: int = check(lambda v: v >= 2, "must be 2 or more")
+    random_state: int = 42
+    test_size: float = check(lambda v: 0 < v < 1, "must be a fraction in (0, 1)", default=0.2)
+    split_random_state: int = 42
+
+
+@dataclass(frozen=True)
+class SonarPrepare:
+    folds: int = check(lambda v: v >= 2, "must be 2 or more", default=10)
+    cv_seed: int = 7
+    # Fitted on each fold's training part; off in the published code.
+    standardize: bool = False
+
+
+@dataclass(frozen=True)
+class MnistPrepare:
+    # The 5k subset has no official split: hold out this stratified fraction as test.
+    subset_test_fraction: float = check(lambda v: 0 < v < 1, "must be in (0, 1)", default=0.2)
+    subset_split_seed: int = 0
+
+
+@dataclass(frozen=True)
+class ImdbPrepare:
+    vocab_size: int = check(positive_int, "must be a positive integer", default=10000)
+
+
+@dataclass(frozen=True)
+class PrepareParams:
+    circles: CirclesPrepare
+    synthetic: SyntheticPrepare
+    sonar: SonarPrepare
+    mnist: MnistPrepare
+    imdb: ImdbPrepare
+
+
+# --- experiments -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class OptimizerParams:
+    name: Literal["adam", "sgd", "rmsprop"]
+    learning_rate: float = check(positive, "must be a positive number")
+    momentum: float = check(lambda v: 0 <= v < 1, "must be in [0, 1)", default=0.0)
+
+
+@dataclass(frozen=True)
+class VariantParams:
+    """Everything that defines one trained model; defaults are the published settings."""
+
+    hidden: tuple[int, ...] = check(
+        lambda v: len(v) > 0 and all(n > 0 for n in v), "must be a non-empty list of positive ints"
+    )
+    activation: Literal["relu", "linear", "tanh", "sigmoid"]
+    optimizer: OptimizerParams
+    loss: Literal["binary_crossentropy", "categorical_crossentropy"]
+    epochs: int = check(positive_int, "must be a positive integer")
+    batch_size: int = check(positive_int, "must be a positive integer")
+    # ``test``: the test set is the per-epoch validation set; ``split``: the last
+    # ``validation_split`` of the training rows (Keras' validation_split); ``cv``: the held-out fold.
+    validation: Literal["test", "split", "cv"]
+    input_dropout: float = check(rate, "must be a dropout rate in [0, 1)", default=0.0)
+    hidden_dropout: float = check(rate, "must be a dropout rate in [0, 1)", default=0.0)
+    l2: float = check(non_negative, "must be 0 (off) or a positive L2 factor", default=0.0)
+    max_norm: float | None = check(positive, "must be a positive norm, or null for none", default=None)
+    shuffle: bool = True
+    validation_split: float = check(lambda v: 0 < v < 1, "must be in (0, 1)", default=0.2)
+
+
+@dataclass(frozen=True)
+class Member:
+    """One model configuration of a variant: a grid variant has several."""
+
+    label: str
+    params: VariantParams
+    grid_value: float | None = None
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    members: tuple[Member, ...]
+    grid_key: str | None = None
+
+
+@dataclass(frozen=True)
+class ExperimentParams:
+    name: str
+    data: str
+    seeds: tuple[int, ...]
+    defaults: VariantParams
+    variants: Mapping[str, Variant]
+
+
+def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _build_experiment(name: str, raw: Any) -> ExperimentParams:
+    if not isinstance(raw, Mapping):
+        fail(name, raw, "must be a mapping with keys data, seeds, defaults, variants")
+    allowed = {"data", "seeds", "defaults", "variants"}
+    for key in raw:
+        if key not in allowed:
+            fail(f"{name}.{key}", raw[key], f"unknown key; allowed keys here: {sorted(allowed)}")
+    for key in sorted(allowed):
+        if key not in raw:
+            fail(f"{name}.{key}", None, "missing; this key is required")
+    if raw["data"] not in EXPERIMENTS:
+        fail(f"{name}.data", raw["data"], f"must be one of {list(EXPERIMENTS)}")
+    seeds = raw["seeds"]
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+        or len(set(seeds)) != len(seeds)
+    ):
+        fail(f"{name}.seeds", seeds, "must be a non-empty list of distinct non-negative integers")
+    defaults_raw = raw["defaults"]
+    defaults = build(VariantParams, defaults_raw, f"{name}.defaults")
+    variants_raw = raw["variants"]
+    if not isinstance(variants_raw, Mapping) or not variants_raw:
+        fail(f"{name}.variants", variants_raw, "must be a non-empty mapping of variant names")
+    variants = {}
+    for variant_name, override in variants_raw.items():
+        variants[variant_name] = _build_variant(
+            f"{name}.variants.{variant_name}", variant_name, defaults_raw, override or {}
+        )
+    return ExperimentParams(
+        name=name, data=raw["data"], seeds=tuple(seeds), defaults=defaults, variants=variants
+    )
+
+
+def _build_variant(path: str, name: str, defaults_raw: Mapping, override: Any) -> Variant:
+    if not isinstance(override, Mapping):
+        fail(path, override, "must be a mapping of settings that override the defaults")
+    override = dict(override)
+    grid = override.pop("grid", None)
+    if grid is None:
+        params = build(VariantParams, _deep_merge(defaults_raw, override), path)
+        return Variant(name=name, members=(Member(label=name, params=params),))
+    if not isinstance(grid, Mapping) or len(grid) != 1:
+        fail(f"{path}.grid", grid, "must map exactly one setting to a list of values")
+    (grid_key, values), = grid.items()
+    scalar_fields = {"input_dropout", "hidden_dropout", "l2", "max_norm", "epochs", "batch_size"}
+    if grid_key not in scalar_fields:
+        fail(f"{path}.grid", grid_key, f"a grid can vary one of {sorted(scalar_fields)}")
+    if not isinstance(values, list) or not values:
+        fail(f"{path}.grid.{grid_key}", values, "must be a non-empty list of values")
+    members = []
+    for i, value in enumerate(values):
+        merged = _deep_merge(defaults_raw, {**override, grid_key: value})
+        try:
+            params = build(VariantParams, merged, path)
+        except ParamsError as error:
+            raise ParamsError(str(error).replace(f"{path}.{grid_key}", f"{path}.grid.{grid_key}[{i}]")) from None
+        members.append(Member(label=f"{name}[{grid_key}={value}]", params=params, grid_value=float(value)))
+    return Variant(name=name, members=tuple(members), grid_key=grid_key)
+
+
+# --- train, claims, report -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunRef:
+    experiment: str
+    variant: str
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    runs: Mapping[str, RunRef]
+    engine: Literal["compiled", "fit"] = "compiled"
+    # Quick runs: cap the training rows and epochs (null = as published).
+    max_train_samples: int | None = check(positive_int, "must be a positive integer or null", default=None)
+    max_epochs: int | None = check(positive_int, "must be a positive integer or null", default=None)
+    # The compiled engine runs this much wall time of epochs per call before it reports progress.
+    chunk_seconds: float = check(positive, "must be a positive number of seconds", default=3.0)
+    deterministic: bool = True
+
+
+@dataclass(frozen=True)
+class ClaimsParams:
+    confidence: float = check(lambda v: 0.5 < v < 1, "must be in (0.5, 1)", default=0.95)
+    bootstrap_resamples: int = check(lambda v: v >= 100, "must be 100 or more", default=10000)
+    bootstrap_seed: int = 0
+    min_repeats: int = check(lambda v: v >= 2, "must be 2 or more", default=3)
+
+
+@dataclass(frozen=True)
+class ReportParams:
+    title: str = "regbench: do the tutorials' regularization claims reproduce?"
+    max_curve_points: int = check(lambda v: v >= 10, "must be 10 or more", default=400)
+
+
+@dataclass(frozen=True)
+class Params:
+    fetch: FetchParams
+    prepare: PrepareParams
+    train: TrainParams
+    claims: ClaimsParams
+    report: ReportParams
+    experiments: Mapping[str, ExperimentParams] = field(default_factory=dict)
+
+    def run(self, run_name: str) -> tuple[ExperimentParams, Variant]:
+        if run_name not in self.train.runs:
+            raise ParamsError(
+                f"params.yaml: train.runs has no run {run_name!r}; known runs: {sorted(self.train.runs)}"
+            )
+        ref = self.train.runs[run_name]
+        experiment = self.experiments[ref.experiment]
+        return experiment, experiment.variants[ref.variant]
+
+
+def parse(raw: Any) -> Params:
+    """Validate the whole params document and return frozen, typed sections."""
+    if not isinstance(raw, Mapping):
+        fail("<root>", raw, "params.yaml must be a mapping of sections")
+    known = set(STAGE_SECTIONS) | set(EXPERIMENTS)
+    for key in raw:
+        if key not in known:
+            fail(key, "...", f"unknown section; sections are {sorted(known)}")
+    stage_sections = {}
+    for cls_field in dataclasses.fields(Params):
+        if cls_field.name == "experiments":
+            continue
+        if cls_field.name not in raw:
+            fail(cls_field.name, None, "missing section")
+        cls = {"fetch": FetchParams, "prepare": PrepareParams, "train": TrainParams,
+               "claims": ClaimsParams, "report": ReportParams}[cls_field.name]
+        stage_sections[cls_field.name] = build(cls, raw[cls_field.name], cls_field.name)
+    experiments = {name: _build_experiment(name, raw[name]) for name in EXPERIMENTS if name in raw}
+    params = Params(**stage_sections, experiments=experiments)
+    _check_cross_references(params)
+    return params
+
+
+def _check_cross_references(params: Params) -> None:
+    for name, dataset in params.fetch.datasets.items():
+        for source_name in (dataset.use, dataset.fallback):
+            if source_name is not None and source_name not in dataset.sources:
+                fail(f"fetch.datasets.{name}.use", source_name, f"must be one of {sorted(dataset.sources)}")
+    listed = set()
+    for run_name, ref in params.train.runs.items():
+        path = f"train.runs.{run_name}"
+        if ref.experiment not in params.experiments:
+            fail(f"{path}.experiment", ref.experiment, f"must be one of {sorted(params.experiments)}")
+        variants = params.experiments[ref.experiment].variants
+        if ref.variant not in variants:
+            fail(f"{path}.variant", ref.variant, f"must be one of {sorted(variants)}")
+        if run_name != f"{ref.experiment}-{ref.variant}":
+            fail(path, run_name, f"must be named '{ref.experiment}-{ref.variant}'")
+        listed.add((ref.experiment, ref.variant))
+    for experiment in params.experiments.values():
+        for variant in experiment.variants:
+            if (experiment.name, variant) not in listed:
+                fail(
+                    f"{experiment.name}.variants.{variant}",
+                    "...",
+                    f"is never trained: add '{experiment.name}-{variant}' to train.runs",
+                )
+
+
+def load(path: str | Path = "params.yaml") -> Params:
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run the stage from the repository root")
+    with path.open() as handle:
+        try:
+            raw = yaml.safe_load(handle)
+        except yaml.YAMLError as error:
+            raise ParamsError(f"{path} is not valid YAML: {error}") from None
+    return parse(raw)

@@ -1,0 +1,128 @@
+"""Prepared datasets on disk: one ``arrays.npz`` and one ``manifest.json`` per experiment.
+
+Arrays are stored compactly (IMDB as index lists, MNIST pixels as uint8) and
+turned into model inputs when loaded. The manifest records shapes, class
+balance, the data source, a content digest and the params that made them;
+every later stage copies it into its own records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from regbench.io import atomic_path, read_json, write_json
+from regbench.sparse import BinaryCsr
+
+ARRAYS = "arrays.npz"
+MANIFEST = "manifest.json"
+Matrix = np.ndarray | BinaryCsr
+
+
+@dataclass
+class PreparedData:
+    """Model-ready arrays: ``x_train``/``y_train``, ``x_test``/``y_test`` and optional ``fold``."""
+
+    arrays: dict[str, Matrix]
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, key: str) -> Matrix:
+        return self.arrays[key]
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.arrays
+
+
+def content_digest(arrays: dict[str, Matrix]) -> str:
+    """sha256 over every array's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(arrays):
+        for part_name, part in _parts(name, arrays[name]):
+            part = np.ascontiguousarray(part)
+            digest.update(f"{part_name}|{part.dtype.str}|{part.shape}\n".encode())
+            digest.update(part.tobytes())
+    return digest.hexdigest()
+
+
+def _parts(name: str, value: Matrix) -> list[tuple[str, np.ndarray]]:
+    if isinstance(value, BinaryCsr):
+        return [
+            (f"{name}.indptr", value.indptr),
+            (f"{name}.indices", value.indices),
+            (f"{name}.n_columns", np.asarray(value.n_columns, dtype=np.int64)),
+        ]
+    return [(name, value)]
+
+
+def describe(arrays: dict[str, Matrix]) -> dict[str, Any]:
+    """Shapes, dtypes and class balance, for the manifest."""
+    info: dict[str, Any] = {"shapes": {}, "dtypes": {}, "class_balance": {}}
+    for name, value in arrays.items():
+        info["shapes"][name] = list(value.shape)
+        info["dtypes"][name] = "binary-csr" if isinstance(value, BinaryCsr) else value.dtype.str
+        if name.startswith("y_"):
+            labels = value.argmax(axis=1) if value.ndim == 2 else value.astype(int)
+            classes, counts = np.unique(labels, return_counts=True)
+            info["class_balance"][name] = {str(int(c)): int(n) for c, n in zip(classes, counts, strict=True)}
+    if isinstance(arrays.get("x_train"), BinaryCsr):
+        x_train = arrays["x_train"]
+        info["nonzero_per_row_train"] = round(x_train.nnz / max(len(x_train), 1), 2)
+        info["density_train"] = round(x_train.nnz / max(x_train.shape[0] * x_train.shape[1], 1), 5)
+    return info
+
+
+def save(directory: Path, arrays: dict[str, Matrix], manifest: dict[str, Any]) -> dict[str, Any]:
+    """Write the arrays and a manifest that adds their description and content digest."""
+    flat = {}
+    for name, value in arrays.items():
+        flat.update(dict(_parts(name, value)))
+    full_manifest = {**manifest, **describe(arrays), "content_digest": content_digest(arrays)}
+    with atomic_path(directory / ARRAYS) as temporary, temporary.open("wb") as handle:
+        np.savez_compressed(handle, **flat)
+    write_json(directory / MANIFEST, full_manifest)
+    return full_manifest
+
+
+def load(directory: str | Path, *, verify: bool = True) -> PreparedData:
+    """Load model-ready arrays; ``verify`` recomputes the content digest against the manifest."""
+    directory = Path(directory)
+    if not (directory / MANIFEST).exists():
+        raise FileNotFoundError(
+            f"{directory / MANIFEST} not found: run `dvc repro prepare@{directory.name}` first"
+        )
+    manifest = read_json(directory / MANIFEST)
+    stored: dict[str, Matrix] = {}
+    with np.load(directory / ARRAYS) as archive:
+        names = {key.split(".")[0] for key in archive.files}
+        for name in names:
+            if f"{name}.indptr" in archive.files:
+                stored[name] = BinaryCsr(
+                    indptr=archive[f"{name}.indptr"],
+                    indices=archive[f"{name}.indices"],
+                    n_columns=int(archive[f"{name}.n_columns"]),
+                )
+            else:
+                stored[name] = archive[name]
+    if verify and content_digest(stored) != manifest["content_digest"]:
+        raise ValueError(
+            f"{directory}: arrays do not match the manifest's content digest; "
+            f"rerun `dvc repro -f prepare@{directory.name}`"
+        )
+    return PreparedData(arrays=_model_ready(stored, manifest), manifest=manifest)
+
+
+def _model_ready(stored: dict[str, Matrix], manifest: dict[str, Any]) -> dict[str, Matrix]:
+    scale = manifest.get("x_scale")
+    ready: dict[str, Matrix] = {}
+    for name, value in stored.items():
+        if isinstance(value, BinaryCsr) or name == "fold":
+            ready[name] = value
+        elif name.startswith("x_") and scale is not None:
+            ready[name] = value.astype(np.float32) * np.float32(scale)
+        else:
+            ready[name] = value.astype(np.float32)
+    return ready
