@@ -54,9 +54,7 @@ class SourceParams:
 
     def __post_init__(self) -> None:
         if (self.url is None) == (self.package is None):
-            raise ParamsError(
-                f"params.yaml: source {self.file!r} must set exactly one of 'url' or 'package'"
-            )
+            raise ParamsError(f"params.yaml: source {self.file!r} must set exactly one of 'url' or 'package'")
 
 
 @dataclass(frozen=True)
@@ -225,9 +223,7 @@ def _build_experiment(name: str, raw: Any) -> ExperimentParams:
         variants[variant_name] = _build_variant(
             f"{name}.variants.{variant_name}", variant_name, defaults_raw, override or {}
         )
-    return ExperimentParams(
-        name=name, data=raw["data"], seeds=tuple(seeds), defaults=defaults, variants=variants
-    )
+    return ExperimentParams(name=name, data=raw["data"], seeds=tuple(seeds), defaults=defaults, variants=variants)
 
 
 def _build_variant(path: str, name: str, defaults_raw: Mapping, override: Any) -> Variant:
@@ -240,7 +236,7 @@ def _build_variant(path: str, name: str, defaults_raw: Mapping, override: Any) -
         return Variant(name=name, members=(Member(label=name, params=params),))
     if not isinstance(grid, Mapping) or len(grid) != 1:
         fail(f"{path}.grid", grid, "must map exactly one setting to a list of values")
-    (grid_key, values), = grid.items()
+    ((grid_key, values),) = grid.items()
     scalar_fields = {"input_dropout", "hidden_dropout", "l2", "max_norm", "epochs", "batch_size"}
     if grid_key not in scalar_fields:
         fail(f"{path}.grid", grid_key, f"a grid can vary one of {sorted(scalar_fields)}")
@@ -303,9 +299,7 @@ class Params:
 
     def run(self, run_name: str) -> tuple[ExperimentParams, Variant]:
         if run_name not in self.train.runs:
-            raise ParamsError(
-                f"params.yaml: train.runs has no run {run_name!r}; known runs: {sorted(self.train.runs)}"
-            )
+            raise ParamsError(f"params.yaml: train.runs has no run {run_name!r}; known runs: {sorted(self.train.runs)}")
         ref = self.train.runs[run_name]
         experiment = self.experiments[ref.experiment]
         return experiment, experiment.variants[ref.variant]
@@ -325,8 +319,13 @@ def parse(raw: Any) -> Params:
             continue
         if cls_field.name not in raw:
             fail(cls_field.name, None, "missing section")
-        cls = {"fetch": FetchParams, "prepare": PrepareParams, "train": TrainParams,
-               "claims": ClaimsParams, "report": ReportParams}[cls_field.name]
+        cls = {
+            "fetch": FetchParams,
+            "prepare": PrepareParams,
+            "train": TrainParams,
+            "claims": ClaimsParams,
+            "report": ReportParams,
+        }[cls_field.name]
         stage_sections[cls_field.name] = build(cls, raw[cls_field.name], cls_field.name)
     experiments = {name: _build_experiment(name, raw[name]) for name in EXPERIMENTS if name in raw}
     params = Params(**stage_sections, experiments=experiments)
@@ -338,7 +337,11 @@ def _check_cross_references(params: Params) -> None:
     for name, dataset in params.fetch.datasets.items():
         for source_name in (dataset.use, dataset.fallback):
             if source_name is not None and source_name not in dataset.sources:
-                fail(f"fetch.datasets.{name}.use", source_name, f"must be one of {sorted(dataset.sources)}")
+                fail(
+                    f"fetch.datasets.{name}.use",
+                    source_name,
+                    f"must be one of {sorted(dataset.sources)}",
+                )
     listed = set()
     for run_name, ref in params.train.runs.items():
         path = f"train.runs.{run_name}"

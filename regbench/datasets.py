@@ -91,9 +91,7 @@ def load(directory: str | Path, *, verify: bool = True) -> PreparedData:
     """Load model-ready arrays; ``verify`` recomputes the content digest against the manifest."""
     directory = Path(directory)
     if not (directory / MANIFEST).exists():
-        raise FileNotFoundError(
-            f"{directory / MANIFEST} not found: run `dvc repro prepare@{directory.name}` first"
-        )
+        raise FileNotFoundError(f"{directory / MANIFEST} not found: run `dvc repro prepare@{directory.name}` first")
     manifest = read_json(directory / MANIFEST)
     stored: dict[str, Matrix] = {}
     with np.load(directory / ARRAYS) as archive:

@@ -102,6 +102,4 @@ def _iter_with_tarfile(path: str | Path) -> Iterator[tuple[str, bytes]]:
 
 
 def imdb_archive_digest(path: str | Path) -> tuple[str, int]:
-    return imdb_content_digest(
-        (relpath, sha256_bytes(data)) for relpath, data in iter_imdb_reviews(path)
-    )
+    return imdb_content_digest((relpath, sha256_bytes(data)) for relpath, data in iter_imdb_reviews(path))

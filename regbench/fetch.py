@@ -110,7 +110,14 @@ def download(url: str, destination: Path, params: FetchParams) -> None:
             if attempt == attempts or no_network:
                 raise Unreachable(f"download of {url} failed after {attempts} attempts: {error}") from error
             wait = params.backoff_s * 2 ** (attempt - 1)
-            log.warning("download of %s failed (%s); retry %d/%d in %.0f s", url, error, attempt, attempts - 1, wait)
+            log.warning(
+                "download of %s failed (%s); retry %d/%d in %.0f s",
+                url,
+                error,
+                attempt,
+                attempts - 1,
+                wait,
+            )
             time.sleep(wait)
 
 

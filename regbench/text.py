@@ -18,13 +18,10 @@ from regbench.sparse import BinaryCsr
 
 # Apostrophes are dropped ("don't" -> "dont") so contractions stay one word; any
 # other ASCII character that is not a letter or digit separates words.
-_SEPARATORS = {
-    ord(c): " " for c in map(chr, range(128)) if c not in string.ascii_lowercase + string.digits
-}
+_SEPARATORS = {ord(c): " " for c in map(chr, range(128)) if c not in string.ascii_lowercase + string.digits}
 _SEPARATORS[ord("'")] = None
 TOKENIZER_DESCRIPTION = (
-    "lowercase; '<br />' removed; apostrophes dropped; words = runs of letters and digits "
-    "(non-ASCII letters kept)"
+    "lowercase; '<br />' removed; apostrophes dropped; words = runs of letters and digits (non-ASCII letters kept)"
 )
 
 

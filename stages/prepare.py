@@ -18,7 +18,12 @@ def main(argv: list[str]) -> None:
     params = config.load()
     name = one_argument(argv, config.EXPERIMENTS, "experiment")
     section = getattr(params.prepare, name)
-    source = {"dataset": name, "source": "generated", "origin": "scikit-learn", "fallback_used": False}
+    source = {
+        "dataset": name,
+        "source": "generated",
+        "origin": "scikit-learn",
+        "fallback_used": False,
+    }
     if name in RAW_DATASET:
         raw_dir = Path("data/raw") / RAW_DATASET[name]
         if not (raw_dir / SOURCE_RECORD).exists():

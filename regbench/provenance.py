@@ -1,0 +1,69 @@
+"""What produced a result: code version, library versions, device, DVC context."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import subprocess
+from datetime import UTC, datetime
+
+LIBRARIES = (
+    "regbench",
+    "tensorflow",
+    "keras",
+    "numpy",
+    "scikit-learn",
+    "dvc",
+    "mlflow",
+    "pandas",
+    "matplotlib",
+)
+
+
+def git_revision() -> str:
+    try:
+        revision = subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{revision}-dirty" if dirty else revision
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def device() -> str:
+    """The accelerator Keras trains on: a GPU when TensorFlow sees one, else the CPU."""
+    import keras
+
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if gpus:
+            return f"GPU ({len(gpus)}x {tf.config.experimental.get_device_details(gpus[0]).get('device_name', 'GPU')})"
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def dvc_context() -> dict[str, str]:
+    """Set by `dvc exp run` for the commands it runs."""
+    return {key: os.environ[key] for key in ("DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "DVC_ROOT") if key in os.environ}
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")

@@ -1,0 +1,114 @@
+"""MLflow logging: a parent run per train stage, a child run per repeat (and fold, grid member).
+
+The tracking URI is an SQLite file in the repository root unless
+``MLFLOW_TRACKING_URI`` says otherwise; it is set by the stage's ``main()``,
+never at import. Metric histories are sent in batches, asynchronously, so
+logging overlaps training instead of adding to it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+MAX_BATCH = 1000  # MLflow accepts at most 1000 metrics per log_batch call
+STAGE_TAG = "regbench.stage"
+
+
+class StageKilled(BaseException):
+    """SIGTERM or SIGINT arrived: end the open MLflow runs as KILLED and stop."""
+
+
+def tracking_uri() -> str:
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+@contextlib.contextmanager
+def killed_on_signal() -> Iterator[None]:
+    """Turn SIGTERM/SIGINT into StageKilled so ``finally`` blocks can close runs."""
+
+    def handler(signum, frame):
+        raise StageKilled(f"received signal {signum}")
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+class Tracker:
+    def __init__(self, experiment_name: str, uri: str | None = None):
+        self.uri = uri or tracking_uri()
+        mlflow.set_tracking_uri(self.uri)
+        self.client = MlflowClient(self.uri)
+        experiment = self.client.get_experiment_by_name(experiment_name)
+        self.experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(experiment_name)
+        self._pending: list[Any] = []
+
+    def close_stale_runs(self, stage: str) -> int:
+        """Runs of this stage left RUNNING by a process killed without warning (SIGKILL) become KILLED."""
+        stale = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{STAGE_TAG}` = '{stage}' and attributes.status = 'RUNNING'",
+            max_results=5000,
+        )
+        for run in stale:
+            self.client.set_terminated(run.info.run_id, status="KILLED")
+        return len(stale)
+
+    def start(self, name: str, tags: dict[str, str], params: dict[str, Any], parent: str | None = None) -> str:
+        all_tags = dict(tags)
+        if parent is not None:
+            all_tags["mlflow.parentRunId"] = parent
+        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+        run_id = run.info.run_id
+        items = [Param(key, _param_value(value)) for key, value in params.items()]
+        for start in range(0, len(items), 100):
+            self.client.log_batch(run_id, params=items[start : start + 100], synchronous=True)
+        return run_id
+
+    def log_history(self, run_id: str, metrics: dict[str, list[float]], final: dict[str, float]) -> None:
+        """Per-epoch metrics with step = epoch (1-based), then the final values at their own keys."""
+        timestamp = int(time.time() * 1000)
+        batch = [
+            Metric(key, value, timestamp, epoch)
+            for key, values in metrics.items()
+            for epoch, value in enumerate(values, start=1)
+        ]
+        batch += [Metric(key, value, timestamp, 0) for key, value in final.items()]
+        for start in range(0, len(batch), MAX_BATCH):
+            self._pending.append(
+                self.client.log_batch(run_id, metrics=batch[start : start + MAX_BATCH], synchronous=False)
+            )
+
+    def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()], synchronous=True)
+
+    def log_artifact(self, run_id: str, path: Path) -> None:
+        self.client.log_artifact(run_id, str(path))
+
+    def end(self, run_id: str, status: str = "FINISHED") -> None:
+        self.flush()
+        self.client.set_terminated(run_id, status=status)
+
+    def flush(self) -> None:
+        for operation in self._pending:
+            operation.wait()
+        self._pending.clear()
+
+
+def _param_value(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= 6000 else text[:5997] + "..."

@@ -1,0 +1,38 @@
+"""DVC stage train@<experiment>-<variant>: train all repeats (and folds) and log them to MLflow."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Keras' per-batch logs and TensorFlow's start-up chatter do not belong in the DVC log.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from regbench import config  # noqa: E402
+from regbench.cli import one_argument, run_stage  # noqa: E402
+from regbench.io import atomic_directory  # noqa: E402
+
+
+def main(argv: list[str]) -> None:
+    params = config.load()
+    run_name = one_argument(argv, params.train.runs, "run")
+    experiment, _ = params.run(run_name)
+
+    import keras
+
+    from regbench.tracking import Tracker, killed_on_signal
+    from regbench.train import train
+
+    if params.train.deterministic and keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    tracker = Tracker(experiment_name=f"regbench/{experiment.name}")
+    out = Path("results/train") / run_name
+    with killed_on_signal(), atomic_directory(out) as out_dir:
+        summary = train(params, run_name, out_dir, tracker)
+    print(f"train@{run_name}: {summary}")
+
+
+if __name__ == "__main__":
+    run_stage(main)
