@@ -1,0 +1,146 @@
+"""Fixture data in the upstream formats, served as a mirror, and a shrunk copy of the real params."""
+
+from __future__ import annotations
+
+import copy
+import gzip
+import io
+import os
+import shutil
+import subprocess
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+
+from regbench import digests
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO_ROOT = Path(__file__).resolve().parents[1]
+WORDS = "good bad great awful movie film plot acting boring wonderful the a and of to".split()
+
+
+def sonar_bytes(rows: int = 40, seed: int = 0, crlf: bool = False) -> bytes:
+    """A small Sonar-format file: 60 floats in [0, 1] and a label; M rows differ a little from R rows."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    for i in range(rows):
+        label = "M" if i % 2 == 0 else "R"
+        values = rng.uniform(0, 1, 60) * (0.6 if label == "R" else 1.0)
+        lines.append(",".join(f"{v:.4f}" for v in values) + f",{label}")
+    newline = "\r\n" if crlf else "\n"
+    return newline.join(lines).encode("ascii")
+
+
+def imdb_archive(path: Path, per_folder: int = 6, seed: int = 0) -> None:
+    """An aclImdb-style tar.gz: train/test x pos/neg folders of <id>_<rating>.txt reviews."""
+    rng = np.random.default_rng(seed)
+    with tarfile.open(path, "w:gz") as archive:
+        for split in ("train", "test"):
+            for polarity in ("pos", "neg"):
+                for i in range(per_folder):
+                    mood = ["good", "great", "wonderful"] if polarity == "pos" else ["bad", "awful", "boring"]
+                    words = list(rng.choice(WORDS, 12)) + list(rng.choice(mood, 4))
+                    text = (" ".join(words) + ".<br /><br />The End!").encode()
+                    rating = 8 if polarity == "pos" else 2
+                    info = tarfile.TarInfo(f"aclImdb/{split}/{polarity}/{i}_{rating}.txt")
+                    info.size = len(text)
+                    archive.addfile(info, io.BytesIO(text))
+        readme = b"fixture"
+        info = tarfile.TarInfo("aclImdb/README")
+        info.size = len(readme)
+        archive.addfile(info, io.BytesIO(readme))
+
+
+def mnist_npz(path: Path, n_train: int = 60, n_test: int = 20, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    np.savez(
+        path,
+        x_train=rng.integers(0, 256, (n_train, 28, 28), dtype=np.uint8),
+        y_train=np.arange(n_train, dtype=np.uint8) % 10,
+        x_test=rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
+        y_test=np.arange(n_test, dtype=np.uint8) % 10,
+    )
+
+
+@pytest.fixture(scope="session")
+def mirror(tmp_path_factory) -> Path:
+    """A mirror directory with tiny upstream-format files under the upstream names."""
+    directory = tmp_path_factory.mktemp("mirror")
+    (directory / "sonar.all-data").write_bytes(sonar_bytes())
+    imdb_archive(directory / "aclImdb_v1.tar.gz")
+    mnist_npz(directory / "mnist.npz")
+    return directory
+
+
+def mirror_digests(mirror: Path) -> dict[str, str]:
+    return {
+        "sonar": digests.sonar_digest((mirror / "sonar.all-data").read_bytes()),
+        "imdb": digests.imdb_archive_digest(mirror / "aclImdb_v1.tar.gz")[0],
+        "mnist": digests.sha256_file(mirror / "mnist.npz"),
+    }
+
+
+def real_params() -> dict:
+    return yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
+
+
+def shrunk_params(
+    mirror: Path, runs: dict[str, list[str]], epochs: int = 2, seeds=(0, 1), digests_from: Path | None = None
+) -> dict:
+    """The real params.yaml, shrunk: fixture mirror and digests, few runs, seeds and epochs.
+
+    Digests are those of the good fixture files in ``digests_from`` (default: the mirror itself).
+    """
+    raw = copy.deepcopy(real_params())
+    fetch = raw["fetch"]
+    fetch.update(mirror=str(mirror), retries=0, timeout_s=2)
+    digests_from = digests_from or mirror
+    if (digests_from / "sonar.all-data").exists():
+        found = mirror_digests(digests_from)
+        fetch["datasets"]["sonar"]["sources"]["uci"]["digest"] = found["sonar"]
+        fetch["datasets"]["imdb"]["sources"]["stanford"]["digest"] = found["imdb"]
+        fetch["datasets"]["mnist"]["sources"]["keras"]["digest"] = found["mnist"]
+    raw["prepare"]["sonar"]["folds"] = 2
+    raw["prepare"]["imdb"]["vocab_size"] = 12
+    raw["train"]["runs"] = {}
+    for experiment in ("circles", "synthetic", "mnist", "sonar", "imdb"):
+        if experiment not in runs:
+            del raw[experiment]
+            continue
+        raw[experiment]["seeds"] = list(seeds)
+        raw[experiment]["defaults"]["epochs"] = epochs
+        raw[experiment]["variants"] = {v: raw[experiment]["variants"][v] for v in runs[experiment]}
+        for variant in runs[experiment]:
+            raw["train"]["runs"][f"{experiment}-{variant}"] = {"experiment": experiment, "variant": variant}
+    raw["claims"]["bootstrap_resamples"] = 200
+    return raw
+
+
+def copy_repo(destination: Path) -> Path:
+    """The tracked (and untracked, not ignored) files of this repo in a fresh git repo."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    for name in listed:
+        source = REPO_ROOT / name
+        if source.is_file():
+            target = destination / name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target)
+    subprocess.run(["git", "init", "-q"], cwd=destination, check=True)
+    return destination
+
+
+def write_params(repo: Path, raw: dict) -> None:
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+
+
+def gzip_bytes(data: bytes) -> bytes:
+    return gzip.compress(data)

@@ -1,0 +1,77 @@
+"""Params validation: every kind of mistake names the key path, the bad value and what is allowed."""
+
+import copy
+
+import pytest
+
+from regbench import config
+from regbench.schema import ParamsError
+from tests.conftest import real_params
+
+
+def parse_with(change) -> config.Params:
+    raw = copy.deepcopy(real_params())
+    change(raw)
+    return config.parse(raw)
+
+
+def test_real_params_hold_the_published_settings():
+    params = config.parse(real_params())
+    imdb = params.experiments["imdb"]
+    assert imdb.variants["bigger"].members[0].params.hidden == (512, 512)
+    assert imdb.variants["l2"].members[0].params.l2 == 0.001
+    assert imdb.defaults.batch_size == 512 and imdb.defaults.epochs == 20
+    sonar = params.experiments["sonar"].variants["dropout_maxnorm"].members[0].params
+    assert (sonar.optimizer.learning_rate, sonar.optimizer.momentum, sonar.max_norm) == (0.1, 0.9, 3.0)
+    grid = params.experiments["circles"].variants["dropout_grid"]
+    assert [m.params.hidden_dropout for m in grid.members] == pytest.approx([i / 10 for i in range(9)])
+    assert params.experiments["mnist"].defaults.activation == "linear"
+    assert params.prepare.circles.random_state == 1 and params.prepare.synthetic.random_state == 42
+    assert len(params.train.runs) == sum(len(e.variants) for e in params.experiments.values())
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda r: r["imdb"]["variants"]["bigger"].update(epoch=3), "imdb.variants.bigger.epoch = 3: unknown key"),
+        (lambda r: r["imdb"]["variants"]["bigger"].update(epochs=-3), "imdb.variants.bigger.epochs = -3: must be a positive"),
+        (lambda r: r["imdb"]["defaults"].update(epochs="20"), "imdb.defaults.epochs = '20': must be an integer"),
+        (lambda r: r["sonar"]["variants"]["input_dropout"].update(input_dropout=1.0), "sonar.variants.input_dropout.input_dropout = 1.0: must be a dropout rate in [0, 1)"),
+        (lambda r: r["sonar"]["variants"]["hidden_dropout"].update(hidden_dropout=-0.1), "hidden_dropout = -0.1"),
+        (lambda r: r["circles"]["variants"]["dropout_grid"]["grid"].update(hidden_dropout=[0.1, 1.5]), "circles.variants.dropout_grid.grid.hidden_dropout[1] = 1.5"),
+        (lambda r: r["imdb"]["defaults"]["optimizer"].update(name="adagrad"), "imdb.defaults.optimizer.name = 'adagrad': must be one of"),
+        (lambda r: r["train"].update(engine="turbo"), "train.engine = 'turbo': must be one of ['compiled', 'fit']"),
+        (lambda r: r["fetch"]["datasets"]["sonar"]["sources"]["uci"].update(digest="abc"), "digest = 'abc': must be 64 lowercase hex"),
+        (lambda r: r["fetch"].update(retries=-1), "fetch.retries = -1: must be 0 or more"),
+        (lambda r: r["prepare"]["sonar"].update(standardize="yes"), "prepare.sonar.standardize = 'yes': must be true or false"),
+        (lambda r: r["imdb"].update(seeds=[1, 1]), "imdb.seeds = [1, 1]: must be a non-empty list of distinct"),
+        (lambda r: r.update(imbd={}), "imbd = '...': unknown section"),
+        (lambda r: r["train"]["runs"].pop("imdb-l2"), "imdb.variants.l2 = '...': is never trained"),
+        (lambda r: r["train"]["runs"].update({"imdb-huge": {"experiment": "imdb", "variant": "huge"}}), "train.runs.imdb-huge.variant = 'huge'"),
+        (lambda r: r["claims"].update(confidence=1.5), "claims.confidence = 1.5: must be in (0.5, 1)"),
+    ],
+)
+def test_bad_values_name_the_key_path(change, expected):
+    with pytest.raises(ParamsError) as error:
+        parse_with(change)
+    assert expected in str(error.value)
+
+
+def test_missing_required_key_is_reported():
+    with pytest.raises(ParamsError, match=r"imdb.defaults.loss = None: missing"):
+        parse_with(lambda r: r["imdb"]["defaults"].pop("loss"))
+
+
+def test_params_are_frozen():
+    params = config.parse(real_params())
+    with pytest.raises(AttributeError):
+        params.train.engine = "fit"
+    with pytest.raises(TypeError):
+        params.train.runs["x"] = None
+
+
+def test_load_reports_invalid_yaml(tmp_path):
+    path = tmp_path / "params.yaml"
+    path.write_text("train: [unclosed\n")
+    with pytest.raises(ParamsError, match="not valid YAML"):
+        config.load(path)

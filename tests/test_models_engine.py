@@ -1,0 +1,151 @@
+"""Model builder (published parameter counts, L2, max-norm, dropout placement) and the two engines."""
+
+import dataclasses
+
+import keras
+import numpy as np
+import pytest
+
+from regbench import config, engine, models
+from tests.conftest import real_params
+
+PARAMS = config.parse(real_params())
+
+
+def variant(experiment: str, name: str, **changes) -> config.VariantParams:
+    return dataclasses.replace(PARAMS.experiments[experiment].variants[name].members[0].params, **changes)
+
+
+def test_mnist_parameter_counts_match_the_article():
+    model = models.build_model(variant("mnist", "dropout"), 784, 10)
+    dense = [layer.count_params() for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    assert dense == [401_920, 131_328, 32_896, 1_290]
+
+
+def test_dropout_sits_where_the_variant_says():
+    def layer_kinds(params, inputs):
+        model = models.build_model(params, inputs, 1)
+        return [type(layer).__name__ for layer in model.layers[1:]]
+
+    assert layer_kinds(variant("sonar", "input_dropout"), 60) == ["Dropout", "Dense", "Dense", "Dense"]
+    assert layer_kinds(variant("sonar", "hidden_dropout"), 60) == ["Dense", "Dropout", "Dense", "Dropout", "Dense"]
+    assert layer_kinds(variant("circles", "dropout"), 2) == ["Dense", "Dropout", "Dense"]
+    model = models.build_model(variant("imdb", "dropout"), 10, 1)
+    assert [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)] == [0.5, 0.5]
+
+
+def test_l2_adds_its_penalty_to_the_loss():
+    keras.utils.set_random_seed(0)
+    model = models.build_model(variant("imdb", "l2"), 10, 1)
+    kernels = [layer.kernel for layer in model.layers if layer.name.startswith("hidden")]
+    expected = sum(0.001 * float(np.sum(np.square(keras.ops.convert_to_numpy(k)))) for k in kernels)
+    assert models.regularization_penalty(model) == pytest.approx(expected, rel=1e-5)
+    x, y = np.ones((4, 10), np.float32), np.ones((4, 1), np.float32)
+    models.compile_model(model, variant("imdb", "l2"))
+    plain = float(keras.ops.mean(keras.losses.binary_crossentropy(y, model(x))))
+    assert model.evaluate(x, y, verbose=0)[0] == pytest.approx(plain + expected, rel=1e-4)
+
+
+def toy_data(n=64, d=6, seed=0, categorical=False):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, d)).astype(np.float32)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(np.float32)
+    if categorical:
+        y = np.eye(2, dtype=np.float32)[y.astype(int)]
+    else:
+        y = engine.binary_targets(y)
+    return engine.FitData(x[: n // 2], y[: n // 2], x[n // 2 :], y[n // 2 :])
+
+
+def test_max_norm_holds_kernel_column_norms_after_training():
+    params = variant("sonar", "dropout_maxnorm", hidden=(8, 4), epochs=30, max_norm=0.5)
+    trainer = engine.CompiledTrainer(params, 6, 1, sparse=False, chunk_seconds=1.0)
+    trainer.train(toy_data(), seed=0)
+    for layer in trainer.model.layers:
+        if isinstance(layer, keras.layers.Dense) and layer.name.startswith("hidden"):
+            norms = np.linalg.norm(keras.ops.convert_to_numpy(layer.kernel), axis=0)
+            assert norms.max() <= 0.5 + 1e-5
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        config.OptimizerParams("sgd", 0.05, 0.8),
+        config.OptimizerParams("adam", 0.01),
+        config.OptimizerParams("rmsprop", 0.01),
+    ],
+)
+@pytest.mark.parametrize("extra", [{}, {"l2": 0.01}, {"max_norm": 0.7}])
+def test_compiled_engine_equals_model_fit(optimizer, extra):
+    """Same initial weights and batch order: same per-epoch history and final weights."""
+    params = variant("sonar", "baseline", hidden=(8, 4), epochs=6, batch_size=8, optimizer=optimizer, **extra)
+    data = toy_data()
+    compiled = engine.CompiledTrainer(params, 6, 1, sparse=False, chunk_seconds=1.0)
+    history = compiled.train(data, seed=5)
+    keras.utils.set_random_seed(5)
+    reference_model = models.build_model(params, 6, 1)
+    reference = engine.fit_model(reference_model, params, data, seed=5)
+    for metric in engine.METRICS:
+        np.testing.assert_allclose(history.metrics[metric], reference.metrics[metric], rtol=1e-5, atol=1e-7)
+    for ours, theirs in zip(compiled.model.weights, reference_model.weights, strict=True):
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(ours), keras.ops.convert_to_numpy(theirs), rtol=1e-4, atol=1e-6
+        )
+
+
+def test_compiled_engine_matches_fit_on_categorical_and_sparse_inputs():
+    params = variant("mnist", "baseline", hidden=(5,), epochs=3, batch_size=16, shuffle=False)
+    data = toy_data(categorical=True)
+    history = engine.CompiledTrainer(params, 6, 2, sparse=False, chunk_seconds=1.0).train(data, seed=1)
+    keras.utils.set_random_seed(1)
+    reference = engine.fit_model(models.build_model(params, 6, 2), params, data, seed=1)
+    np.testing.assert_allclose(history.metrics["val_loss"], reference.metrics["val_loss"], rtol=1e-5)
+
+    from regbench.sparse import BinaryCsr
+
+    rng = np.random.default_rng(0)
+    dense = (rng.uniform(size=(40, 12)) < 0.3).astype(np.float32)
+    rows = [np.flatnonzero(r).astype(np.uint16) for r in dense]
+    csr = BinaryCsr(np.concatenate([[0], np.cumsum([len(r) for r in rows])]), np.concatenate(rows), 12)
+    y = engine.binary_targets((dense[:, 0] > 0).astype(np.float32))
+    imdb = variant("imdb", "original", hidden=(4,), epochs=3, batch_size=8)
+    sparse_history = engine.CompiledTrainer(imdb, 12, 1, sparse=True, chunk_seconds=1.0).train(
+        engine.FitData(csr.take(np.arange(30)), y[:30], csr.take(np.arange(30, 40)), y[30:]), seed=2
+    )
+    dense_history = engine.CompiledTrainer(imdb, 12, 1, sparse=False, chunk_seconds=1.0).train(
+        engine.FitData(dense[:30], y[:30], dense[30:], y[30:]), seed=2
+    )
+    for metric in engine.METRICS:
+        np.testing.assert_allclose(sparse_history.metrics[metric], dense_history.metrics[metric], rtol=1e-5)
+
+
+def test_dropout_runs_agree_in_distribution():
+    params = variant("synthetic", "dropout", hidden=(16, 16), epochs=8)
+    data = toy_data(n=200)
+    compiled = engine.CompiledTrainer(params, 6, 1, sparse=False, chunk_seconds=1.0)
+    ours, theirs = [], []
+    for seed in range(4):
+        ours.append(compiled.train(data, seed=seed).metrics["loss"][-1])
+        keras.utils.set_random_seed(seed)
+        theirs.append(engine.fit_model(models.build_model(params, 6, 1), params, data, seed).metrics["loss"][-1])
+    assert abs(np.mean(ours) - np.mean(theirs)) < 3 * (np.std(theirs) + np.std(ours)) + 0.05
+
+
+def test_compiled_engine_is_deterministic():
+    params = variant("circles", "dropout", epochs=20)
+    data = toy_data(d=2)
+    trainer = engine.CompiledTrainer(params, 2, 1, sparse=False, chunk_seconds=1.0)
+    first = trainer.train(data, seed=3).metrics
+    other = trainer.train(data, seed=4).metrics
+    again = engine.CompiledTrainer(params, 2, 1, sparse=False, chunk_seconds=1.0).train(data, seed=3).metrics
+    assert first == again and first != other
+
+
+def test_divergence_stops_the_run_and_marks_it():
+    params = variant("sonar", "baseline", hidden=(8,), epochs=50, optimizer=config.OptimizerParams("sgd", 1e6, 0.9))
+    data = toy_data()
+    data.x_train[:] *= 1e3
+    history = engine.CompiledTrainer(params, 6, 1, sparse=False, chunk_seconds=1.0).train(data, seed=0)
+    assert history.status == "diverged" and history.diverged_epoch is not None
+    assert history.epochs == history.diverged_epoch - 1 < 50
+    assert all(np.isfinite(history.metrics["loss"]))
