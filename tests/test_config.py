@@ -34,20 +34,41 @@ def test_real_params_hold_the_published_settings():
     ("change", "expected"),
     [
         (lambda r: r["imdb"]["variants"]["bigger"].update(epoch=3), "imdb.variants.bigger.epoch = 3: unknown key"),
-        (lambda r: r["imdb"]["variants"]["bigger"].update(epochs=-3), "imdb.variants.bigger.epochs = -3: must be a positive"),
+        (
+            lambda r: r["imdb"]["variants"]["bigger"].update(epochs=-3),
+            "imdb.variants.bigger.epochs = -3: must be a positive",
+        ),
         (lambda r: r["imdb"]["defaults"].update(epochs="20"), "imdb.defaults.epochs = '20': must be an integer"),
-        (lambda r: r["sonar"]["variants"]["input_dropout"].update(input_dropout=1.0), "sonar.variants.input_dropout.input_dropout = 1.0: must be a dropout rate in [0, 1)"),
+        (
+            lambda r: r["sonar"]["variants"]["input_dropout"].update(input_dropout=1.0),
+            "sonar.variants.input_dropout.input_dropout = 1.0: must be a dropout rate in [0, 1)",
+        ),
         (lambda r: r["sonar"]["variants"]["hidden_dropout"].update(hidden_dropout=-0.1), "hidden_dropout = -0.1"),
-        (lambda r: r["circles"]["variants"]["dropout_grid"]["grid"].update(hidden_dropout=[0.1, 1.5]), "circles.variants.dropout_grid.grid.hidden_dropout[1] = 1.5"),
-        (lambda r: r["imdb"]["defaults"]["optimizer"].update(name="adagrad"), "imdb.defaults.optimizer.name = 'adagrad': must be one of"),
+        (
+            lambda r: r["circles"]["variants"]["dropout_grid"]["grid"].update(hidden_dropout=[0.1, 1.5]),
+            "circles.variants.dropout_grid.grid.hidden_dropout[1] = 1.5",
+        ),
+        (
+            lambda r: r["imdb"]["defaults"]["optimizer"].update(name="adagrad"),
+            "imdb.defaults.optimizer.name = 'adagrad': must be one of",
+        ),
         (lambda r: r["train"].update(engine="turbo"), "train.engine = 'turbo': must be one of ['compiled', 'fit']"),
-        (lambda r: r["fetch"]["datasets"]["sonar"]["sources"]["uci"].update(digest="abc"), "digest = 'abc': must be 64 lowercase hex"),
+        (
+            lambda r: r["fetch"]["datasets"]["sonar"]["sources"]["uci"].update(digest="abc"),
+            "digest = 'abc': must be 64 lowercase hex",
+        ),
         (lambda r: r["fetch"].update(retries=-1), "fetch.retries = -1: must be 0 or more"),
-        (lambda r: r["prepare"]["sonar"].update(standardize="yes"), "prepare.sonar.standardize = 'yes': must be true or false"),
+        (
+            lambda r: r["prepare"]["sonar"].update(standardize="yes"),
+            "prepare.sonar.standardize = 'yes': must be true or false",
+        ),
         (lambda r: r["imdb"].update(seeds=[1, 1]), "imdb.seeds = [1, 1]: must be a non-empty list of distinct"),
         (lambda r: r.update(imbd={}), "imbd = '...': unknown section"),
         (lambda r: r["train"]["runs"].pop("imdb-l2"), "imdb.variants.l2 = '...': is never trained"),
-        (lambda r: r["train"]["runs"].update({"imdb-huge": {"experiment": "imdb", "variant": "huge"}}), "train.runs.imdb-huge.variant = 'huge'"),
+        (
+            lambda r: r["train"]["runs"].update({"imdb-huge": {"experiment": "imdb", "variant": "huge"}}),
+            "train.runs.imdb-huge.variant = 'huge'",
+        ),
         (lambda r: r["claims"].update(confidence=1.5), "claims.confidence = 1.5: must be in (0.5, 1)"),
     ],
 )

@@ -56,7 +56,14 @@ def test_imdb_digest_ignores_unlabeled_reviews_and_packing(tmp_path):
 
 def test_tokenizer_lowercases_and_drops_markup_and_punctuation():
     assert tokenize("Great movie!<br /><br />I didn't LIKE it, 10/10.") == [
-        "great", "movie", "i", "didnt", "like", "it", "10", "10",
+        "great",
+        "movie",
+        "i",
+        "didnt",
+        "like",
+        "it",
+        "10",
+        "10",
     ]
 
 

@@ -1,0 +1,106 @@
+"""End to end: `dvc repro` of the real dvc.yaml in a temporary copy of the repo, on fixture data."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from tests.conftest import copy_repo, shrunk_params, write_params
+
+pytestmark = pytest.mark.pipeline
+RUNS = {"sonar": ["baseline", "hidden_dropout"], "imdb": ["original", "l2"]}
+
+
+def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    # The stages' `python` must be this interpreter (the project's virtual environment).
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    result = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=repo, capture_output=True, text=True, env=env)
+    if check and result.returncode != 0:
+        raise AssertionError(f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, mirror):
+    repo = copy_repo(tmp_path_factory.mktemp("repo"))
+    write_params(repo, shrunk_params(mirror, RUNS, epochs=2, seeds=(0, 1)))
+    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{repo / 'mlflow.db'}"
+    os.environ.pop("REGBENCH_MIRROR", None)
+    yield repo
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+@pytest.fixture(scope="module")
+def first_repro(repo):
+    return dvc(repo, "repro")
+
+
+def test_repro_writes_parseable_metrics_plots_and_manifests(repo, first_repro):
+    for run in ("sonar-baseline", "sonar-hidden_dropout", "imdb-original", "imdb-l2"):
+        out = repo / "results" / "train" / run
+        metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics["repeats_ok"] == 2 and metrics["status"] == "ok"
+        header, *rows = (out / "curves.csv").read_text().splitlines()
+        assert header.startswith("epoch,") and len(rows) == 2
+        manifest = json.loads((out / "manifest.json").read_text())
+        assert manifest["stage"] == f"train@{run}" and manifest["seeds"] == [0, 1]
+        assert manifest["data_manifest"]["content_digest"] and manifest["library_versions"]["keras"]
+    sonar_runs = json.loads((repo / "results/train/sonar-baseline/runs.json").read_text())
+    assert len(sonar_runs) == 4  # 2 repeats x 2 folds
+    assert json.loads((repo / "results/train/imdb-l2/metrics.json").read_text())["final_reg_loss"] > 0
+    prepared = json.loads((repo / "data/prepared/imdb/manifest.json").read_text())
+    assert prepared["source"]["origin"].startswith("mirror:") and prepared["vocabulary_size"] == 12
+
+
+def test_dvc_metrics_and_plots_see_the_outputs(repo, first_repro):
+    shown = dvc(repo, "metrics", "show", "--json").stdout
+    assert "results/train/imdb-original/metrics.json" in shown
+    plots = dvc(repo, "plots", "show", "--json").stdout
+    assert "results/train/sonar-baseline/curves.csv" in plots
+
+
+def test_mlflow_holds_parent_and_child_runs_with_epoch_histories(repo, first_repro):
+    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+    experiment = client.get_experiment_by_name("regbench/sonar")
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert {r.info.run_name for r in parents} == {"sonar-baseline", "sonar-hidden_dropout"}
+    assert len(children) == 8 and all(r.info.status == "FINISHED" for r in runs)
+    child = children[0]
+    assert len(client.get_metric_history(child.info.run_id, "val_loss")) == 2
+    assert child.data.params["epochs"] == "2" and child.data.tags["regbench.stage"].startswith("train@sonar")
+    assert {"regbench.git_revision", "regbench.data_digest"} <= set(parents[0].data.tags)
+
+
+def test_second_repro_does_nothing_and_one_changed_variant_reruns_alone(repo, first_repro):
+    assert "Stage 'train@imdb-l2' didn't change" in dvc(repo, "repro").stdout
+    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    raw["imdb"]["variants"]["l2"]["epochs"] = 3
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    status = dvc(repo, "status", "--json").stdout
+    assert set(json.loads(status)) == {"train@imdb-l2"}
+    rerun = dvc(repo, "repro").stdout
+    assert "Running stage 'train@imdb-l2'" in rerun
+    assert "Running stage 'train@imdb-original'" not in rerun and "Running stage 'prepare@imdb'" not in rerun
+    assert len((repo / "results/train/imdb-l2/curves.csv").read_text().splitlines()) == 4
+
+
+def test_a_bad_param_stops_the_stage_with_the_key_path(repo, first_repro):
+    raw = yaml.safe_load((repo / "params.yaml").read_text())
+    raw["sonar"]["variants"]["baseline"]["hidden_dropout"] = 1.2
+    (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    result = dvc(repo, "repro", "train@sonar-baseline", check=False)
+    assert result.returncode != 0
+    assert (
+        "sonar.variants.baseline.hidden_dropout = 1.2: must be a dropout rate in [0, 1)"
+        in result.stderr + result.stdout
+    )
+    # The stage stopped before training: no half-written output is left behind.
+    assert not list((repo / "results/train").glob(".*.part"))
+    assert not (repo / "results/train/sonar-baseline/histories.csv").exists()
