@@ -50,10 +50,7 @@ def toy_data(n=64, d=6, seed=0, categorical=False):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, d)).astype(np.float32)
     y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(np.float32)
-    if categorical:
-        y = np.eye(2, dtype=np.float32)[y.astype(int)]
-    else:
-        y = engine.binary_targets(y)
+    y = np.eye(2, dtype=np.float32)[y.astype(int)] if categorical else engine.binary_targets(y)
     return engine.FitData(x[: n // 2], y[: n // 2], x[n // 2 :], y[n // 2 :])
 
 
