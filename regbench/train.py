@@ -115,11 +115,12 @@ class Progress:
         self.last = now
         fraction = (self.done_runs + epoch / self.epochs) / self.total_runs
         elapsed = now - self.started
-        eta = elapsed / fraction - elapsed if fraction > 0 else float("nan")
+        # The first chunk includes tracing: an ETA from it would be wildly off.
+        eta = f"{elapsed / fraction - elapsed:.0f}s" if fraction > 0.02 and elapsed > 5 else "?"
         line = (
             f"{self.stage} {self.context} epoch {epoch}/{self.epochs} "
             f"val_loss {logs.get('val_loss', float('nan')):.4f} val_acc {logs.get('val_accuracy', float('nan')):.4f} "
-            f"| {100 * fraction:.0f}% ETA {eta:.0f}s"
+            f"| {100 * fraction:.0f}% ETA {eta}"
         )
         self.stream.write(("\r" + line.ljust(110)) if self.interactive else line + "\n")
         self.stream.flush()
