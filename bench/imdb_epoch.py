@@ -46,8 +46,15 @@ def measure(mode: str, variant: str, epochs: int) -> dict:
             def on_epoch_end(self, epoch, logs=None):
                 times.append(time.perf_counter() - self.t)
 
-        model.fit(x_train, y_train, epochs=epochs, batch_size=512, validation_data=(x_test, y_test),
-                  verbose=0, callbacks=[Timer()])
+        model.fit(
+            x_train,
+            y_train,
+            epochs=epochs,
+            batch_size=512,
+            validation_data=(x_test, y_test),
+            verbose=0,
+            callbacks=[Timer()],
+        )
         per_epoch = float(np.median(times[1:])) if len(times) > 1 else times[0]
         final = None
     else:
@@ -58,8 +65,14 @@ def measure(mode: str, variant: str, epochs: int) -> dict:
         per_epoch = history.seconds / epochs
         final = history.metrics["val_loss"][-1]
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"mode": mode, "variant": variant, "seconds_per_epoch": round(per_epoch, 3),
-            "peak_rss_mib": round(peak), "wall_s": round(time.perf_counter() - started, 1), "final_val_loss": final}
+    return {
+        "mode": mode,
+        "variant": variant,
+        "seconds_per_epoch": round(per_epoch, 3),
+        "peak_rss_mib": round(peak),
+        "wall_s": round(time.perf_counter() - started, 1),
+        "final_val_loss": final,
+    }
 
 
 def main() -> None:
@@ -70,8 +83,9 @@ def main() -> None:
     epochs = sys.argv[2] if len(sys.argv) > 2 else "4"
     results = []
     for mode in ("plain", "compiled"):
-        out = subprocess.run([sys.executable, __file__, "--one", mode, variant, epochs],
-                             capture_output=True, text=True, check=True).stdout
+        out = subprocess.run(
+            [sys.executable, __file__, "--one", mode, variant, epochs], capture_output=True, text=True, check=True
+        ).stdout
         results.append(json.loads(out.strip().splitlines()[-1]))
         print(results[-1], flush=True)
     ratio = results[1]["seconds_per_epoch"] / results[0]["seconds_per_epoch"]

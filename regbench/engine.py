@@ -329,7 +329,6 @@ class CompiledTrainer:
             # Size the next chunk from this one's speed (the first includes tracing).
             per_epoch = elapsed / len(rows)
             chunk = int(max(1, min(self.chunk_seconds / max(per_epoch, 1e-6), params.epochs - epoch)))
-            chunk = max(chunk, 1)
         history.seconds = time.perf_counter() - started
         return history
 

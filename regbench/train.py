@@ -21,9 +21,10 @@ import numpy as np
 from regbench import datasets, provenance
 from regbench.config import ExperimentParams, Member, Params, VariantParams
 from regbench.engine import METRICS, FitData, History, binary_targets, make_trainer
+from regbench.io import atomic_path, write_json
 from regbench.schema import flatten, to_plain
 from regbench.sparse import BinaryCsr
-from regbench.tracking import STAGE_TAG, StageKilled, Tracker
+from regbench.tracking import STAGE_TAG, StageKilled, Tracker, tracking_uri
 
 log = logging.getLogger(__name__)
 HISTORIES = "histories.csv"
@@ -253,17 +254,15 @@ def _train_member(
                     },
                     parent=parent,
                 )
-            status = "FAILED"
             try:
                 history = trainer.train(fit_data, run_seed(seed, fold), progress)
                 test_metrics = trainer.final_metrics(*test) if test is not None and history.status == "ok" else None
-                status = "FINISHED" if history.status == "ok" else "FAILED"
-            except StageKilled:
-                status = "KILLED"
+            except BaseException as error:
+                # Any error, not only a kill, must close the child run: RUNNING forever misleads the UI.
+                if tracker is not None and child is not None:
+                    tracker.end(child, status="KILLED" if isinstance(error, StageKilled) else "FAILED")
                 raise
-            finally:
-                if tracker is not None and child is not None and status != "FINISHED" and status != "FAILED":
-                    tracker.end(child, status=status)
+            status = "FINISHED" if history.status == "ok" else "FAILED"
             result = RunResult(member.label, member.grid_value, repeat, seed, fold, history, test_metrics, child)
             if history.status == "diverged":
                 log.warning(
@@ -342,8 +341,6 @@ def summarize(members: list[Member], results: list[RunResult], cv: bool) -> dict
 
 
 def write_outputs(out_dir, params, experiment, variant, members, results, data, context, parent_run) -> dict:
-    from regbench.io import atomic_path, write_json
-
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / HISTORIES) as temporary, temporary.open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -398,7 +395,7 @@ def write_outputs(out_dir, params, experiment, variant, members, results, data, 
             "data_manifest": {
                 k: data.manifest[k] for k in ("experiment", "source", "content_digest", "shapes", "class_balance")
             },
-            "mlflow": {"tracking_uri": _safe_uri(), "parent_run_id": parent_run},
+            "mlflow": {"tracking_uri": tracking_uri(), "parent_run_id": parent_run},
             "library_versions": provenance.library_versions(),
             "device": provenance.device(),
             "finished": provenance.now(),
@@ -408,16 +405,8 @@ def write_outputs(out_dir, params, experiment, variant, members, results, data, 
     return summary
 
 
-def _safe_uri() -> str:
-    from regbench.tracking import tracking_uri
-
-    return tracking_uri()
-
-
 def _write_curves(path: Path, members: list[Member], results: list[RunResult]) -> None:
     """Mean over repeats (and folds) per epoch: the DVC plot of this stage (x = epoch)."""
-    from regbench.io import atomic_path
-
     columns, series = ["epoch"], []
     for member in members:
         runs = [r for r in results if r.member == member.label and r.history.status == "ok"]
