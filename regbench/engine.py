@@ -29,6 +29,7 @@ from regbench.sparse import BinaryCsr
 
 METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "reg_loss")
 ProgressFn = Callable[[int, dict[str, float]], None]
+SPARSE_FIRST_LAYER_MAX_UNITS = 128
 
 
 @dataclass
@@ -176,6 +177,18 @@ def fit_model(
 # --- compiled engine ------------------------------------------------------------
 
 
+def tensorflow_backend():
+    """The ``tensorflow`` module, or a clear error when Keras runs on another backend."""
+    if keras.backend.backend() != "tensorflow":
+        raise ValueError(
+            f"the compiled engine needs the TensorFlow backend (KERAS_BACKEND={keras.backend.backend()}); "
+            "set train.engine: fit in params.yaml to train with model.fit on this backend"
+        )
+    import tensorflow as tf
+
+    return tf
+
+
 class CompiledTrainer:
     """One model, optimizer and compiled epoch loop, reused for every repeat and fold.
 
@@ -192,14 +205,7 @@ class CompiledTrainer:
         sparse: bool,
         chunk_seconds: float,
     ):
-        if keras.backend.backend() != "tensorflow":
-            raise ValueError(
-                f"the compiled engine needs the TensorFlow backend (KERAS_BACKEND={keras.backend.backend()}); "
-                "set train.engine: fit in params.yaml to train with model.fit on this backend"
-            )
-        import tensorflow as tf
-
-        self.tf = tf
+        self.tf = tf = tensorflow_backend()
         self.params, self.input_dim, self.output_dim = params, input_dim, output_dim
         self.sparse, self.chunk_seconds = sparse, chunk_seconds
         self.model = build_model(params, input_dim, output_dim)
@@ -209,6 +215,14 @@ class CompiledTrainer:
         self._loss = keras.losses.get(params.loss)
         self._categorical = params.loss == "categorical_crossentropy"
         self._has_penalty = params.l2 > 0
+        # The sparse first-layer path needs the multi-hot rows to reach the first Dense layer unchanged.
+        # It pays for narrow layers only: measured on IMDB batches of 512 (2 cores), a forward and
+        # backward pass of the first layer takes 2.6 ms sparse vs 17.6 ms dense at 16 units, but
+        # 73 ms vs 59 ms at 512 units, where the dense matmul runs multi-threaded and the sparse one not.
+        self._first, self._rest = None, []
+        if sparse and params.input_dropout == 0 and params.hidden[0] <= SPARSE_FIRST_LAYER_MAX_UNITS:
+            layers = [layer for layer in self.model.layers if not isinstance(layer, keras.layers.InputLayer)]
+            self._first, self._rest = layers[0], layers[1:]
         signature = [self._x_spec(), tf.TensorSpec([None, output_dim], tf.float32)] * 2
         signature.append(tf.TensorSpec([None, None], tf.int32))
         self._run_chunk = tf.function(self._chunk, input_signature=signature)
@@ -228,6 +242,26 @@ class CompiledTrainer:
         coordinates = tf.stack([tf.cast(picked.value_rowids(), tf.int32), picked.flat_values], axis=1)
         ones = tf.ones(tf.shape(coordinates)[0], tf.float32)
         return tf.scatter_nd(coordinates, ones, [tf.shape(index)[0], self.input_dim])
+
+    def _predict(self, x, index, training: bool):
+        """The model's output for rows ``index`` of ``x``.
+
+        With sparse multi-hot inputs and a narrow first layer, that layer is a
+        sparse-dense product over each review's words (127 of 10,000 on average)
+        instead of a product with a dense, 98.7 % zero batch.
+        """
+        tf = self.tf
+        if self._first is None:
+            return self.model(self._rows(x, index), training=training)
+        picked = tf.gather(x, index)
+        coordinates = tf.stack([picked.value_rowids(), tf.cast(picked.flat_values, tf.int64)], axis=1)
+        ones = tf.ones(tf.shape(coordinates)[0], tf.float32)
+        batch = tf.SparseTensor(coordinates, ones, tf.cast([tf.shape(index)[0], self.input_dim], tf.int64))
+        h = tf.sparse.sparse_dense_matmul(batch, self._first.kernel) + self._first.bias
+        h = self._first.activation(h)
+        for layer in self._rest:
+            h = layer(h, training=training)
+        return h
 
     def _correct(self, y, predictions):
         tf = self.tf
@@ -253,9 +287,9 @@ class CompiledTrainer:
             correct_sum = tf.constant(0.0)
             for batch in tf.range(n_batches):
                 index = orders[epoch, batch * batch_size : (batch + 1) * batch_size]
-                x_batch, y_batch = self._rows(x_train, index), tf.gather(y_train, index)
+                y_batch = tf.gather(y_train, index)
                 with tf.GradientTape() as tape:
-                    predictions = self.model(x_batch, training=True)
+                    predictions = self._predict(x_train, index, training=True)
                     loss = tf.reduce_mean(self._loss(y_batch, predictions)) + self._penalty()
                 gradients = tape.gradient(loss, variables)
                 self.optimizer.apply(gradients, variables)
@@ -266,8 +300,8 @@ class CompiledTrainer:
             val_correct = tf.constant(0.0)
             for batch in tf.range(n_val_batches):
                 index = tf.range(batch * val_batch, tf.minimum((batch + 1) * val_batch, n_val))
-                x_batch, y_batch = self._rows(x_val, index), tf.gather(y_val, index)
-                predictions = self.model(x_batch, training=False)
+                y_batch = tf.gather(y_val, index)
+                predictions = self._predict(x_val, index, training=False)
                 val_loss_sum += tf.reduce_sum(self._loss(y_batch, predictions))
                 val_correct += tf.reduce_sum(self._correct(y_batch, predictions))
             penalty = self._penalty()
@@ -342,7 +376,7 @@ class CompiledTrainer:
         losses, correct = [], []
         for start in range(0, len(y), 1024):
             index = tf.range(start, min(start + 1024, len(y)))
-            predictions = self.model(self._rows(x, index), training=False)
+            predictions = self._predict(x, index, training=False)
             y_batch = tf.gather(y, index)
             losses.append(float(tf.reduce_sum(self._loss(y_batch, predictions))))
             correct.append(float(tf.reduce_sum(self._correct(y_batch, predictions))))

@@ -24,6 +24,7 @@ from regbench.engine import METRICS, FitData, History, binary_targets, make_trai
 from regbench.io import atomic_path, write_json
 from regbench.schema import flatten, to_plain
 from regbench.sparse import BinaryCsr
+from regbench.stacked import Job, stackable, train_jobs
 from regbench.tracking import STAGE_TAG, StageKilled, Tracker, tracking_uri
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,9 @@ def split(
         # A seeded random subset: the prepared rows may be sorted by class.
         chosen = np.random.default_rng([seed, 2]).choice(len(train_index), max_train_samples, replace=False)
         train_index = train_index[np.sort(chosen)]
-    x_train, y_train = _rows(x, train_index), y[train_index]
+    # All rows in order: use the arrays as they are (a copy of full MNIST per repeat costs 190 MB).
+    whole = len(train_index) == len(y) and bool(np.all(train_index == np.arange(len(y))))
+    x_train, y_train = (x, y) if whole else (_rows(x, train_index), y[train_index])
     if val_index is None:
         x_val, y_val = data["x_test"], binary_targets(data["y_test"])
     else:
@@ -104,17 +107,18 @@ class Progress:
         self.started = time.perf_counter()
         self.last = 0.0
         self.done_runs = 0
-        self.context = ""
+        self.context, self.epochs, self.runs = "", 1, 1
 
-    def begin(self, context: str, epochs: int) -> None:
-        self.context, self.epochs = context, epochs
+    def begin(self, context: str, epochs: int, runs: int = 1) -> None:
+        """The runs now training (several when they train together) and their epoch count."""
+        self.context, self.epochs, self.runs = context, epochs, runs
 
     def __call__(self, epoch: int, logs: dict[str, float]) -> None:
         now = time.perf_counter()
         if now - self.last < (0.5 if self.interactive else 15.0) and epoch < self.epochs:
             return
         self.last = now
-        fraction = (self.done_runs + epoch / self.epochs) / self.total_runs
+        fraction = (self.done_runs + self.runs * epoch / self.epochs) / self.total_runs
         elapsed = now - self.started
         # The first chunk includes tracing: an ETA from it would be wildly off.
         eta = f"{elapsed / fraction - elapsed:.0f}s" if fraction > 0.02 and elapsed > 5 else "?"
@@ -176,11 +180,11 @@ def train(params: Params, run_name: str, out_dir: Path, tracker: Tracker | None 
                 **flatten(to_plain(members[0].params)),
             },
         )
-    results: list[RunResult] = []
+    specs = run_specs(params, experiment, members, data, folds)
+    recorder = _Recorder(specs, progress, tracker, parent, context)
     status = "FAILED"
     try:
-        for member in members:
-            results += _train_member(params, experiment, member, data, folds, progress, tracker, parent, context)
+        _train_all(params, specs, data, recorder, progress)
         status = "FINISHED"
     except StageKilled:
         status = "KILLED"
@@ -189,6 +193,7 @@ def train(params: Params, run_name: str, out_dir: Path, tracker: Tracker | None 
         progress.close()
         if tracker is not None and parent is not None:
             tracker.end(parent, status=status)
+    results = [recorder.results[index] for index in range(len(specs))]
     summary = write_outputs(out_dir, params, experiment, variant, members, results, data, context, parent)
     if tracker is not None and parent is not None:
         tracker.log_artifact(parent, out_dir / HISTORIES)
@@ -203,91 +208,134 @@ def _dvc_tags(context: dict[str, str]) -> dict[str, str]:
     return {"dvc.exp_name": context["DVC_EXP_NAME"]} if "DVC_EXP_NAME" in context else {}
 
 
-def _train_member(
-    params,
-    experiment: ExperimentParams,
-    member: Member,
-    data,
-    folds,
-    progress,
-    tracker,
-    parent,
-    context,
-):
-    member_params = member.params
-    sparse = isinstance(data["x_train"], BinaryCsr)
-    output_dim = 1 if data["y_train"].ndim == 1 else data["y_train"].shape[1]
-    trainer = make_trainer(
-        params.train.engine,
-        member_params,
-        data["x_train"].shape[1],
-        output_dim,
-        sparse,
-        params.train.chunk_seconds,
-    )
-    results = []
-    for repeat, seed in enumerate(experiment.seeds):
-        for fold in folds:
-            fit_data, test = split(data, member_params, fold, params.train.max_train_samples, seed)
-            label = f"{member.label} repeat {repeat + 1}/{len(experiment.seeds)}" + (
-                f" fold {fold + 1}/{len(folds)}" if fold is not None else ""
+@dataclass
+class RunSpec:
+    """Where a job sits in the variant: member, repeat, seed and fold."""
+
+    member: Member
+    repeat: int
+    seed: int
+    fold: int | None
+    label: str
+    job: Job
+
+
+def run_specs(params: Params, experiment: ExperimentParams, members: list[Member], data, folds) -> list[RunSpec]:
+    specs = []
+    for member in members:
+        for repeat, seed in enumerate(experiment.seeds):
+            for fold in folds:
+                fit_data, test = split(data, member.params, fold, params.train.max_train_samples, seed)
+                label = f"{member.label} repeat {repeat + 1}/{len(experiment.seeds)}" + (
+                    f" fold {fold + 1}/{len(folds)}" if fold is not None else ""
+                )
+                job = Job(fit_data, run_seed(seed, fold), member.params, test)
+                specs.append(RunSpec(member, repeat, seed, fold, label, job))
+    return specs
+
+
+class _Recorder:
+    """Opens, fills and closes the MLflow child run of each job, and collects the results."""
+
+    def __init__(self, specs: list[RunSpec], progress: Progress, tracker: Tracker | None, parent, context):
+        self.specs, self.progress, self.tracker, self.parent, self.context = specs, progress, tracker, parent, context
+        self.children: dict[int, str] = {}
+        self.results: dict[int, RunResult] = {}
+
+    def open(self, index: int) -> None:
+        if self.tracker is None or index in self.children:
+            return
+        spec = self.specs[index]
+        self.children[index] = self.tracker.start(
+            f"{spec.member.label}-r{spec.repeat}" + (f"-f{spec.fold}" if spec.fold is not None else ""),
+            tags={
+                STAGE_TAG: self.context["stage"],
+                "regbench.member": spec.member.label,
+                "regbench.repeat": str(spec.repeat),
+                "regbench.seed": str(spec.seed),
+                "regbench.fold": "" if spec.fold is None else str(spec.fold),
+                **_dvc_tags(self.context),
+            },
+            params={
+                "seed": spec.seed,
+                "repeat": spec.repeat,
+                "fold": spec.fold,
+                "grid_value": spec.member.grid_value,
+                **flatten(to_plain(spec.member.params)),
+            },
+            parent=self.parent,
+        )
+
+    def done(self, index: int, history: History, test: dict[str, float] | None) -> None:
+        spec = self.specs[index]
+        self.open(index)
+        child = self.children.get(index)
+        if history.status == "diverged":
+            log.warning(
+                "%s %s diverged at epoch %d (non-finite loss); the other runs go on",
+                self.context["stage"],
+                spec.label,
+                history.diverged_epoch,
             )
-            progress.begin(label, member_params.epochs)
-            child = None
-            if tracker is not None:
-                child = tracker.start(
-                    f"{member.label}-r{repeat}" + (f"-f{fold}" if fold is not None else ""),
-                    tags={
-                        STAGE_TAG: context["stage"],
-                        "regbench.member": member.label,
-                        "regbench.repeat": str(repeat),
-                        "regbench.seed": str(seed),
-                        "regbench.fold": "" if fold is None else str(fold),
-                        **_dvc_tags(context),
-                    },
-                    params={
-                        "seed": seed,
-                        "repeat": repeat,
-                        "fold": fold,
-                        "grid_value": member.grid_value,
-                        **flatten(to_plain(member_params)),
-                    },
-                    parent=parent,
-                )
-            try:
-                history = trainer.train(fit_data, run_seed(seed, fold), progress)
-                test_metrics = trainer.final_metrics(*test) if test is not None and history.status == "ok" else None
-            except BaseException as error:
-                # Any error, not only a kill, must close the child run: RUNNING forever misleads the UI.
-                if tracker is not None and child is not None:
-                    tracker.end(child, status="KILLED" if isinstance(error, StageKilled) else "FAILED")
-                raise
-            status = "FINISHED" if history.status == "ok" else "FAILED"
-            result = RunResult(member.label, member.grid_value, repeat, seed, fold, history, test_metrics, child)
+        if self.tracker is not None:
+            final = {f"final_{k}": v[-1] for k, v in history.metrics.items() if v}
+            final.update({f"test_{k}": v for k, v in (test or {}).items()})
+            self.tracker.log_history(child, history.metrics, final)
             if history.status == "diverged":
-                log.warning(
-                    "%s %s diverged at epoch %d (non-finite loss); the other runs go on",
-                    context["stage"],
-                    label,
-                    history.diverged_epoch,
+                tags = {"regbench.status": "diverged", "regbench.diverged_epoch": str(history.diverged_epoch)}
+                self.tracker.set_tags(child, tags)
+            self.tracker.end(child, status="FINISHED" if history.status == "ok" else "FAILED")
+        self.results[index] = RunResult(
+            spec.member.label, spec.member.grid_value, spec.repeat, spec.seed, spec.fold, history, test, child
+        )
+        self.progress.run_done()
+
+    def abort(self, error: BaseException) -> None:
+        """Any error, not only a kill, must close the open child runs: RUNNING forever misleads the UI."""
+        if self.tracker is None:
+            return
+        for index, child in self.children.items():
+            if index not in self.results:
+                self.tracker.end(child, status="KILLED" if isinstance(error, StageKilled) else "FAILED")
+
+
+def _train_all(params: Params, specs: list[RunSpec], data, recorder: _Recorder, progress: Progress) -> None:
+    sparse = isinstance(data["x_train"], BinaryCsr)
+    input_dim = data["x_train"].shape[1]
+    output_dim = 1 if data["y_train"].ndim == 1 else data["y_train"].shape[1]
+    jobs = [spec.job for spec in specs]
+    try:
+        if params.train.engine == "compiled" and stackable(jobs):
+
+            def progress_for(indices: list[int]):
+                first = specs[indices[0]]
+                progress.begin(
+                    f"{first.member.label}: {len(indices)} runs together", first.job.params.epochs, len(indices)
                 )
-            if tracker is not None:
-                final = {f"final_{k}": v[-1] for k, v in history.metrics.items() if v}
-                if test_metrics:
-                    final.update({f"test_{k}": v for k, v in test_metrics.items()})
-                tracker.log_history(child, history.metrics, final)
-                if history.status == "diverged":
-                    tracker.set_tags(
-                        child,
-                        {
-                            "regbench.status": "diverged",
-                            "regbench.diverged_epoch": str(history.diverged_epoch),
-                        },
+                return progress
+
+            train_jobs(jobs, input_dim, output_dim, params.train.chunk_seconds, progress_for, recorder.done)
+            return
+        trainers = {}
+        for index, spec in enumerate(specs):
+            if spec.member.label not in trainers:
+                # One trainer per member: the compiled engine is traced once and reused across repeats and folds.
+                trainers = {
+                    spec.member.label: make_trainer(
+                        params.train.engine, spec.job.params, input_dim, output_dim, sparse, params.train.chunk_seconds
                     )
-                tracker.end(child, status=status)
-            results.append(result)
-            progress.run_done()
-    return results
+                }
+            trainer = trainers[spec.member.label]
+            progress.begin(spec.label, spec.job.params.epochs)
+            recorder.open(index)
+            history = trainer.train(spec.job.data, spec.job.seed, progress)
+            test = (
+                trainer.final_metrics(*spec.job.test) if spec.job.test is not None and history.status == "ok" else None
+            )
+            recorder.done(index, history, test)
+    except BaseException as error:
+        recorder.abort(error)
+        raise
 
 
 def _final(result: RunResult) -> dict[str, float]:

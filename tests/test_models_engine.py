@@ -1,12 +1,13 @@
 """Model builder (published parameter counts, L2, max-norm, dropout placement) and the two engines."""
 
+import copy
 import dataclasses
 
 import keras
 import numpy as np
 import pytest
 
-from regbench import config, engine, models
+from regbench import config, engine, models, stacked
 from tests.conftest import real_params
 
 PARAMS = config.parse(real_params())
@@ -146,3 +147,76 @@ def test_divergence_stops_the_run_and_marks_it():
     assert history.status == "diverged" and history.diverged_epoch is not None
     assert history.epochs == history.diverged_epoch - 1 < 50
     assert all(np.isfinite(history.metrics["loss"]))
+
+
+def stacked_jobs(params, seeds, datas, **changes):
+    return [
+        stacked.Job(data, seed, dataclasses.replace(params, **changes)) for seed, data in zip(seeds, datas, strict=True)
+    ]
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "rmsprop"])
+def test_stacked_runs_each_equal_model_fit_alone(optimizer):
+    """Three runs with their own data (like CV folds) trained together: each matches model.fit alone."""
+    settings = {"sgd": config.OptimizerParams("sgd", 0.05, 0.8), "adam": config.OptimizerParams("adam", 0.01)}
+    chosen = settings.get(optimizer, config.OptimizerParams("rmsprop", 0.01))
+    params = variant(
+        "sonar", "baseline", hidden=(8, 4), epochs=5, batch_size=8, optimizer=chosen, l2=0.01, max_norm=0.9
+    )
+    datas = [toy_data(seed=s) for s in range(3)]
+    jobs = stacked_jobs(params, [5, 6, 7], datas)
+    trainer = stacked.StackedTrainer(params, 6, 1, runs=3, n_train=32, n_val=32, chunk_seconds=1.0)
+    histories = trainer.train(jobs)
+    for run, job in enumerate(jobs):
+        keras.utils.set_random_seed(job.seed)
+        model = models.build_model(params, 6, 1)
+        reference = engine.fit_model(model, params, job.data, seed=job.seed)
+        for metric in engine.METRICS:
+            np.testing.assert_allclose(histories[run].metrics[metric], reference.metrics[metric], rtol=1e-5, atol=1e-7)
+        for ours, theirs in zip(trainer.variables, model.weights, strict=True):
+            np.testing.assert_allclose(ours.numpy()[run], keras.ops.convert_to_numpy(theirs), rtol=1e-4, atol=1e-6)
+
+
+def test_stacked_groups_grid_members_and_keeps_their_dropout_rates():
+    params = variant("circles", "overfit", epochs=30)
+    data = toy_data(n=80, d=2)
+    jobs = [
+        stacked.Job(data, seed, dataclasses.replace(params, hidden_dropout=rate))
+        for rate in (0.0, 0.6)
+        for seed in (0, 1, 2)
+    ]
+    jobs.append(stacked.Job(toy_data(n=60, d=2), 0, params))  # other shapes: its own group
+    groups = {}
+    for job in jobs:
+        groups.setdefault(stacked.group_key(job), []).append(job)
+    assert sorted(len(g) for g in groups.values()) == [1, 6]
+    finished = {}
+    stacked.train_jobs(jobs, 2, 1, 1.0, lambda indices: None, lambda i, h, t: finished.__setitem__(i, h))
+    assert sorted(finished) == list(range(7))
+    no_dropout = [finished[i].metrics["loss"][-1] for i in range(3)]
+    with_dropout = [finished[i].metrics["loss"][-1] for i in range(3, 6)]
+    # A rate-0 run in a dropout group is the plain model exactly (same data order: the engine's own).
+    alone = stacked.StackedTrainer(params, 2, 1, 1, 40, 40, 1.0).train([jobs[0]])[0]
+    np.testing.assert_allclose(finished[0].metrics["val_loss"], alone.metrics["val_loss"], rtol=1e-5)
+    # Rate 0.6 runs train noisier, so their training loss is higher.
+    assert np.mean(with_dropout) > np.mean(no_dropout)
+
+
+def test_stacked_engine_is_deterministic_and_isolates_a_diverging_run():
+    params = variant("synthetic", "dropout", hidden=(8,), epochs=12)
+    datas = [toy_data(seed=s) for s in range(3)]
+    first = [
+        h.metrics
+        for h in stacked.StackedTrainer(params, 6, 1, 3, 32, 32, 1.0).train(stacked_jobs(params, [1, 2, 3], datas))
+    ]
+    again = [
+        h.metrics
+        for h in stacked.StackedTrainer(params, 6, 1, 3, 32, 32, 1.0).train(stacked_jobs(params, [1, 2, 3], datas))
+    ]
+    assert first == again
+    # One run's loss turns NaN (a NaN feature): that run stops, its neighbours in the stack go on.
+    wild = copy.deepcopy(datas)
+    wild[1].x_train[3, 0] = np.nan
+    histories = stacked.StackedTrainer(params, 6, 1, 3, 32, 32, 1.0).train(stacked_jobs(params, [1, 2, 3], wild))
+    assert histories[1].status == "diverged" and histories[1].epochs == 0
+    assert histories[0].status == histories[2].status == "ok" and histories[0].epochs == 12

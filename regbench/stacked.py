@@ -1,0 +1,341 @@
+"""Many runs of one architecture trained as one program: weights stacked along a leading run axis.
+
+Why: a sonar or circles model does a few microseconds of arithmetic per step,
+so the cost of a run is the per-step overhead of the compiled loop. Stacking
+the repeats, folds and grid members of a variant (each with its own initial
+weights, data order, dropout masks and dropout rate) pays that overhead once
+for all of them. The optimizers the suite uses (SGD with momentum, Adam,
+RMSprop) update every weight element by element, and the summed loss gives
+each run the gradient of its own loss, so a stacked run follows the same
+trajectory as a run trained alone from the same weights in the same batch
+order (tested against ``model.fit``). Dropout masks come from one stream per
+group, so they differ from Keras' own stream; dropout runs agree in
+distribution only.
+
+Dense inputs and the TensorFlow backend only; IMDB's sparse inputs use
+``engine.CompiledTrainer``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from regbench.config import VariantParams
+from regbench.engine import METRICS, FitData, History, ProgressFn, epoch_orders, tensorflow_backend
+from regbench.models import build_model, build_optimizer
+
+UNROLL_STEPS = 2
+
+
+@dataclass
+class Job:
+    """One run: its data, seed and (for grid members) its own dropout rates."""
+
+    data: FitData
+    seed: int
+    params: VariantParams
+    test: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def group_key(job: Job) -> tuple:
+    """Jobs with equal keys can share one stacked program: same architecture, optimizer and shapes.
+
+    Dropout rates may differ (they are per-run inputs); the number of training
+    and validation rows must not, so every run takes the same batches per epoch.
+    """
+    shared = dataclasses.replace(job.params, input_dropout=0.0, hidden_dropout=0.0)
+    return (
+        shared,
+        len(job.data.y_train),
+        len(job.data.y_val),
+        job.data.x_train.shape[1],
+        job.data.y_train.shape[1],
+    )
+
+
+def _steps(count: int):
+    """A loop over ``count`` steps inside the compiled function: unrolled when short.
+
+    A graph while-loop costs a fixed overhead per iteration that dwarfs a tiny
+    model's step (circles: one batch per epoch), so a few steps are written out.
+    """
+    import tensorflow as tf
+
+    return range(count) if count <= UNROLL_STEPS else tf.range(count)
+
+
+def _same(arrays: Sequence[np.ndarray]) -> bool:
+    first = arrays[0]
+    return all(a is first or (a.shape == first.shape and np.array_equal(a, first)) for a in arrays)
+
+
+def _pool(xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Arrays holding every run's rows, and each run's row offset into them.
+
+    Runs on the same rows (repeats on one training set) share them, so MNIST is held once, not per run.
+    """
+    if _same(xs) and _same(ys):
+        return xs[0], ys[0], np.zeros(len(xs), np.int32)
+    offsets = np.cumsum([0] + [len(x) for x in xs[:-1]]).astype(np.int32)
+    return np.concatenate(xs), np.concatenate(ys), offsets
+
+
+class StackedTrainer:
+    """Train the jobs of one group (see ``group_key``) together; returns one History per job."""
+
+    def __init__(
+        self,
+        params: VariantParams,
+        input_dim: int,
+        output_dim: int,
+        runs: int,
+        n_train: int,
+        n_val: int,
+        chunk_seconds: float,
+    ):
+        self.tf = tf = tensorflow_backend()
+        self.params, self.input_dim, self.output_dim, self.runs = params, input_dim, output_dim, runs
+        self.n_train, self.n_val, self.chunk_seconds = n_train, n_val, chunk_seconds
+        self._categorical = params.loss == "categorical_crossentropy"
+        self._loss = keras.losses.get(params.loss)
+        self._activation = keras.activations.get(params.activation)
+        sizes = [input_dim, *params.hidden, output_dim]
+        self.kernels = [
+            keras.Variable(np.zeros((runs, a, b), np.float32), name=f"kernel_{i}")
+            for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True))
+        ]
+        self.biases = [
+            keras.Variable(np.zeros((runs, b), np.float32), name=f"bias_{i}") for i, b in enumerate(sizes[1:])
+        ]
+        self.variables = [v for pair in zip(self.kernels, self.biases, strict=True) for v in pair]
+        self.optimizer = build_optimizer(params.optimizer)
+        self.optimizer.build(self.variables)
+        self._optimizer_initial = [v.numpy() for v in self.optimizer.variables]
+        # Kernels of the hidden layers, as in models.build_model: the output layer is not regularized.
+        self._max_norm = keras.constraints.MaxNorm(params.max_norm, axis=1) if params.max_norm else None
+        x_spec = tf.TensorSpec([None, input_dim], tf.float32)
+        y_spec = tf.TensorSpec([None, output_dim], tf.float32)
+        signature = [
+            x_spec,
+            y_spec,
+            tf.TensorSpec([None, runs, n_train], tf.int32),  # per epoch, per run: pool rows in batch order
+            x_spec,
+            y_spec,
+            tf.TensorSpec([runs, n_val], tf.int32),  # per run: its validation rows in the pool
+            tf.TensorSpec([runs], tf.float32),  # input dropout rate per run
+            tf.TensorSpec([runs], tf.float32),  # hidden dropout rate per run
+            tf.TensorSpec([2], tf.int32),  # dropout stream seed
+            tf.TensorSpec([], tf.int32),  # first epoch of the chunk
+        ]
+        self._run_chunk = tf.function(self._chunk, input_signature=signature)
+
+    # --- the model, written for stacked weights ----------------------------------
+
+    def _dropout(self, h, rate, seed):
+        tf = self.tf
+        keep = 1.0 - rate[:, None, None]
+        uniform = tf.random.stateless_uniform(tf.shape(h), seed=seed)
+        return tf.where(uniform < keep, h / keep, tf.zeros_like(h))
+
+    def _forward(self, x, training: bool, rates=None, seed=None):
+        """x: (runs, batch, features) -> predictions (runs, batch, outputs), as models.build_model's model."""
+        tf = self.tf
+        h = x
+        if training and self.params.input_dropout > 0:
+            h = self._dropout(h, rates[0], seed + [0, 1])
+        for layer, (kernel, bias) in enumerate(zip(self.kernels[:-1], self.biases[:-1], strict=True)):
+            h = self._activation(tf.matmul(h, kernel) + bias[:, None, :])
+            if training and self.params.hidden_dropout > 0:
+                h = self._dropout(h, rates[1], seed + [0, 2 + layer])
+        logits = tf.matmul(h, self.kernels[-1]) + self.biases[-1][:, None, :]
+        return tf.nn.softmax(logits) if self._categorical else tf.sigmoid(logits)
+
+    def _penalty(self):
+        """Per run: the L2 penalty of its hidden kernels (Keras' L2: factor * sum of squares)."""
+        tf = self.tf
+        if self.params.l2 <= 0:
+            return tf.zeros([self.runs])
+        return tf.add_n([self.params.l2 * tf.reduce_sum(tf.square(k), axis=[1, 2]) for k in self.kernels[:-1]])
+
+    def _correct(self, y, predictions):
+        tf = self.tf
+        if self._categorical:
+            return tf.cast(tf.equal(tf.argmax(y, -1), tf.argmax(predictions, -1)), tf.float32)
+        return tf.cast(tf.equal(y, tf.cast(predictions > 0.5, tf.float32)), tf.float32)[..., 0]
+
+    def _chunk(self, x_pool, y_pool, orders, xv_pool, yv_pool, val_rows, input_rate, hidden_rate, seed, first_epoch):
+        tf = self.tf
+        batch_size = self.params.batch_size
+        n_batches = math.ceil(self.n_train / batch_size)
+        val_batch = max(1, 16384 // self.runs)
+        n_val_batches = math.ceil(self.n_val / val_batch)
+        rates = (input_rate, hidden_rate)
+        rows = tf.TensorArray(tf.float32, size=tf.shape(orders)[0])
+        for epoch in tf.range(tf.shape(orders)[0]):
+            loss_sum = tf.zeros([self.runs])
+            correct_sum = tf.zeros([self.runs])
+            for batch in _steps(n_batches):
+                index = orders[epoch, :, batch * batch_size : (batch + 1) * batch_size]
+                x_batch, y_batch = tf.gather(x_pool, index), tf.gather(y_pool, index)
+                step_seed = tf.stack([seed[0], seed[1] + (first_epoch + epoch) * n_batches + batch])
+                with tf.GradientTape() as tape:
+                    predictions = self._forward(x_batch, True, rates, step_seed)
+                    losses = tf.reduce_mean(self._loss(y_batch, predictions), axis=1) + self._penalty()
+                    total = tf.reduce_sum(losses)
+                gradients = tape.gradient(total, self.variables)
+                self.optimizer.apply(gradients, self.variables)
+                if self._max_norm is not None:
+                    for kernel in self.kernels[:-1]:
+                        kernel.assign(self._max_norm(kernel))
+                size = tf.cast(tf.shape(index)[1], tf.float32)
+                loss_sum += losses * size
+                correct_sum += tf.reduce_sum(self._correct(y_batch, predictions), axis=1)
+            val_loss_sum = tf.zeros([self.runs])
+            val_correct = tf.zeros([self.runs])
+            for batch in _steps(n_val_batches):
+                index = val_rows[:, batch * val_batch : (batch + 1) * val_batch]
+                y_batch = tf.gather(yv_pool, index)
+                predictions = self._forward(tf.gather(xv_pool, index), False)
+                val_loss_sum += tf.reduce_sum(self._loss(y_batch, predictions), axis=1)
+                val_correct += tf.reduce_sum(self._correct(y_batch, predictions), axis=1)
+            penalty = self._penalty()
+            row = [loss_sum / self.n_train, correct_sum / self.n_train, val_loss_sum / self.n_val + penalty]
+            rows = rows.write(epoch, tf.stack([*row, val_correct / self.n_val, penalty], axis=1))
+        return rows.stack()
+
+    # --- running jobs ------------------------------------------------------------
+
+    def reset(self, jobs: Sequence[Job]) -> None:
+        """Each run starts from the weights ``build_model`` gives its own params and seed; fresh optimizer state."""
+        initial = []
+        for job in jobs:
+            # The run's own model, dropout layers included: creating them draws from the seeded
+            # generators, so leaving them out would change the Dense layers' initial weights.
+            keras.utils.set_random_seed(job.seed)
+            model = build_model(job.params, self.input_dim, self.output_dim)
+            dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+            initial.append([keras.ops.convert_to_numpy(w) for layer in dense for w in (layer.kernel, layer.bias)])
+        for index, variable in enumerate(self.variables):
+            variable.assign(np.stack([weights[index] for weights in initial]))
+        for variable, value in zip(self.optimizer.variables, self._optimizer_initial, strict=True):
+            variable.assign(value)
+
+    def train(self, jobs: Sequence[Job], progress: ProgressFn | None = None) -> list[History]:
+        if len(jobs) != self.runs:
+            raise ValueError(f"this trainer was built for {self.runs} runs, got {len(jobs)}")
+        tf = self.tf
+        params = self.params
+        self.reset(jobs)
+        x_pool, y_pool, x_offsets = _pool([job.data.x_train for job in jobs], [job.data.y_train for job in jobs])
+        xv_pool, yv_pool, v_offsets = _pool([job.data.x_val for job in jobs], [job.data.y_val for job in jobs])
+        n_train, n_val = self.n_train, self.n_val
+        orders = np.stack(
+            [
+                epoch_orders(n_train, params.epochs, params.shuffle, np.random.default_rng([job.seed, 1])) + offset
+                for job, offset in zip(jobs, x_offsets, strict=True)
+            ],
+            axis=1,
+        )
+        val_rows = np.stack([np.arange(n_val, dtype=np.int32) + offset for offset in v_offsets])
+        rates = [
+            tf.constant([getattr(job.params, name) for job in jobs], tf.float32)
+            for name in ("input_dropout", "hidden_dropout")
+        ]
+        # The group's dropout stream: a function of every run's seed, so reruns repeat it exactly.
+        stream = tf.constant([int(np.random.default_rng([job.seed for job in jobs]).integers(2**31)), 0], tf.int32)
+        inputs = [tf.constant(a, tf.float32) for a in (x_pool, y_pool)]
+        val_inputs = [tf.constant(a, tf.float32) for a in (xv_pool, yv_pool)]
+        histories = [History() for _ in jobs]
+        alive = np.ones(len(jobs), bool)
+        started = time.perf_counter()
+        epoch, chunk = 0, 1
+        while epoch < params.epochs and alive.any():
+            chunk_started = time.perf_counter()
+            rows = self._run_chunk(
+                *inputs,
+                tf.constant(orders[epoch : epoch + chunk]),
+                *val_inputs,
+                tf.constant(val_rows),
+                *rates,
+                stream,
+                tf.constant(epoch, tf.int32),
+            ).numpy()
+            elapsed = time.perf_counter() - chunk_started
+            for block in rows:
+                for run, values in enumerate(block):
+                    if alive[run]:
+                        alive[run] = histories[run].append(dict(zip(METRICS, values.tolist(), strict=True)))
+            epoch += len(rows)
+            if progress is not None and alive.any():
+                progress(epoch, {m: float(np.mean(rows[-1, alive, i])) for i, m in enumerate(METRICS)})
+            # Size the next chunk from this one's speed (the first includes tracing).
+            chunk = int(max(1, min(self.chunk_seconds / max(elapsed / len(rows), 1e-6), params.epochs - epoch)))
+        seconds = (time.perf_counter() - started) / len(jobs)
+        for history in histories:
+            history.seconds = seconds
+        return histories
+
+    def evaluate(self, x: np.ndarray, y: np.ndarray) -> list[dict[str, float]]:
+        """Inference-mode loss (with penalty) and accuracy of every run on one shared set, e.g. a test set."""
+        tf = self.tf
+        x_all = tf.broadcast_to(tf.constant(x, tf.float32), [self.runs, *x.shape])
+        y_all = tf.broadcast_to(tf.constant(y, tf.float32), [self.runs, *y.shape])
+        predictions = self._forward(x_all, False)
+        loss = tf.reduce_mean(self._loss(y_all, predictions), axis=1) + self._penalty()
+        accuracy = tf.reduce_mean(self._correct(y_all, predictions), axis=1)
+        return [{"loss": float(a), "accuracy": float(b)} for a, b in zip(loss.numpy(), accuracy.numpy(), strict=True)]
+
+
+def train_jobs(
+    jobs: Sequence[Job],
+    input_dim: int,
+    output_dim: int,
+    chunk_seconds: float,
+    progress_for: Callable[[list[int]], ProgressFn | None],
+    on_done: Callable[[int, History, dict[str, float] | None], None],
+) -> None:
+    """Train the jobs in stacked groups; ``on_done(job_index, history, test_metrics)`` as each group ends.
+
+    ``progress_for(job_indices)`` gives the progress callback for a group.
+    """
+    groups: dict[tuple, list[int]] = {}
+    for index, job in enumerate(jobs):
+        groups.setdefault(group_key(job), []).append(index)
+    for indices in groups.values():
+        members = [jobs[i] for i in indices]
+        shared = group_key(members[0])[0]
+        # The group's architecture keeps a dropout layer wherever any run has a non-zero rate.
+        shared = dataclasses.replace(
+            shared,
+            input_dropout=max(j.params.input_dropout for j in members),
+            hidden_dropout=max(j.params.hidden_dropout for j in members),
+        )
+        n_train, n_val = len(members[0].data.y_train), len(members[0].data.y_val)
+        trainer = StackedTrainer(shared, input_dim, output_dim, len(members), n_train, n_val, chunk_seconds)
+        histories = trainer.train(members, progress_for(indices))
+        test_sets = [j.test for j in members]
+        tests: list[dict[str, float] | None] = [None] * len(members)
+        if test_sets[0] is not None:
+            evaluated = trainer.evaluate(*test_sets[0])
+            tests = [e if h.status == "ok" else None for e, h in zip(evaluated, histories, strict=True)]
+        for index, history, test in zip(indices, histories, tests, strict=True):
+            on_done(index, history, test)
+
+
+def stackable(jobs: Sequence[Job]) -> bool:
+    """Every job has dense inputs and, when there is a test set, they all share it."""
+    if any(not isinstance(job.data.x_train, np.ndarray) for job in jobs):
+        return False
+    tests = [job.test for job in jobs]
+    if all(t is None for t in tests):
+        return True
+    return all(t is not None and t[0] is tests[0][0] for t in tests) or all(
+        t is not None and np.array_equal(t[0], tests[0][0]) for t in tests
+    )
