@@ -282,15 +282,28 @@ class StackedTrainer:
             history.seconds = seconds
         return histories
 
-    def evaluate(self, x: np.ndarray, y: np.ndarray) -> list[dict[str, float]]:
-        """Inference-mode loss (with penalty) and accuracy of every run on one shared set, e.g. a test set."""
+    def evaluate(self, xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]) -> list[dict[str, float]]:
+        """Inference-mode loss (with penalty) and accuracy of each run on its own set (equal sizes)."""
         tf = self.tf
-        x_all = tf.broadcast_to(tf.constant(x, tf.float32), [self.runs, *x.shape])
-        y_all = tf.broadcast_to(tf.constant(y, tf.float32), [self.runs, *y.shape])
-        predictions = self._forward(x_all, False)
-        loss = tf.reduce_mean(self._loss(y_all, predictions), axis=1) + self._penalty()
-        accuracy = tf.reduce_mean(self._correct(y_all, predictions), axis=1)
-        return [{"loss": float(a), "accuracy": float(b)} for a, b in zip(loss.numpy(), accuracy.numpy(), strict=True)]
+        shared = _same(xs) and _same(ys)
+        n = len(ys[0])
+        loss_sum, correct = np.zeros(self.runs), np.zeros(self.runs)
+        # In slices, so that runs sharing a large set (MNIST) never hold one copy each.
+        step = max(1, 65536 // self.runs)
+
+        def rows(arrays: Sequence[np.ndarray], start: int):
+            part = [a[start : start + step] for a in (arrays[:1] if shared else arrays)]
+            if shared:
+                return tf.broadcast_to(tf.constant(part[0], tf.float32), [self.runs, *part[0].shape])
+            return tf.constant(np.stack(part), tf.float32)
+
+        for start in range(0, n, step):
+            x, y = rows(xs, start), rows(ys, start)
+            predictions = self._forward(x, False)
+            loss_sum += tf.reduce_sum(self._loss(y, predictions), axis=1).numpy()
+            correct += tf.reduce_sum(self._correct(y, predictions), axis=1).numpy()
+        loss = loss_sum / n + self._penalty().numpy()
+        return [{"loss": float(a), "accuracy": float(b)} for a, b in zip(loss, correct / n, strict=True)]
 
 
 def train_jobs(
@@ -299,9 +312,12 @@ def train_jobs(
     output_dim: int,
     chunk_seconds: float,
     progress_for: Callable[[list[int]], ProgressFn | None],
-    on_done: Callable[[int, History, dict[str, float] | None], None],
+    on_done: Callable[[int, History, dict[str, float]], None],
 ) -> None:
-    """Train the jobs in stacked groups; ``on_done(job_index, history, test_metrics)`` as each group ends.
+    """Train the jobs in stacked groups; ``on_done(job_index, history, evaluations)`` as each group ends.
+
+    ``evaluations`` holds inference-mode ``train_eval_loss``/``train_eval_accuracy`` on the run's
+    training rows and, when the job has a test set, ``test_loss``/``test_accuracy``.
 
     ``progress_for(job_indices)`` gives the progress callback for a group.
     """
@@ -320,13 +336,16 @@ def train_jobs(
         n_train, n_val = len(members[0].data.y_train), len(members[0].data.y_val)
         trainer = StackedTrainer(shared, input_dim, output_dim, len(members), n_train, n_val, chunk_seconds)
         histories = trainer.train(members, progress_for(indices))
-        test_sets = [j.test for j in members]
-        tests: list[dict[str, float] | None] = [None] * len(members)
-        if test_sets[0] is not None:
-            evaluated = trainer.evaluate(*test_sets[0])
-            tests = [e if h.status == "ok" else None for e, h in zip(evaluated, histories, strict=True)]
-        for index, history, test in zip(indices, histories, tests, strict=True):
-            on_done(index, history, test)
+        evaluations: list[dict[str, float]] = [{} for _ in members]
+        sets = {"train_eval": ([j.data.x_train for j in members], [j.data.y_train for j in members])}
+        if members[0].test is not None:
+            sets["test"] = ([j.test[0] for j in members], [j.test[1] for j in members])
+        for prefix, (xs, ys) in sets.items():
+            for run, metrics in enumerate(trainer.evaluate(xs, ys)):
+                if histories[run].status == "ok":
+                    evaluations[run].update({f"{prefix}_{k}": v for k, v in metrics.items()})
+        for index, history, evaluation in zip(indices, histories, evaluations, strict=True):
+            on_done(index, history, evaluation)
 
 
 def stackable(jobs: Sequence[Job]) -> bool:

@@ -43,7 +43,9 @@ class RunResult:
     seed: int
     fold: int | None
     history: History
-    test: dict[str, float] | None
+    # Inference-mode metrics after the last epoch: ``train_eval_*`` on the training rows (what the
+    # tutorials' model.evaluate(trainX) prints) and ``test_*`` on a separate test set if there is one.
+    evaluations: dict[str, float]
     run_id: str | None = None
 
 
@@ -266,7 +268,7 @@ class _Recorder:
             parent=self.parent,
         )
 
-    def done(self, index: int, history: History, test: dict[str, float] | None) -> None:
+    def done(self, index: int, history: History, evaluations: dict[str, float]) -> None:
         spec = self.specs[index]
         self.open(index)
         child = self.children.get(index)
@@ -279,14 +281,14 @@ class _Recorder:
             )
         if self.tracker is not None:
             final = {f"final_{k}": v[-1] for k, v in history.metrics.items() if v}
-            final.update({f"test_{k}": v for k, v in (test or {}).items()})
+            final.update(evaluations)
             self.tracker.log_history(child, history.metrics, final)
             if history.status == "diverged":
                 tags = {"regbench.status": "diverged", "regbench.diverged_epoch": str(history.diverged_epoch)}
                 self.tracker.set_tags(child, tags)
             self.tracker.end(child, status="FINISHED" if history.status == "ok" else "FAILED")
         self.results[index] = RunResult(
-            spec.member.label, spec.member.grid_value, spec.repeat, spec.seed, spec.fold, history, test, child
+            spec.member.label, spec.member.grid_value, spec.repeat, spec.seed, spec.fold, history, evaluations, child
         )
         self.progress.run_done()
 
@@ -329,10 +331,14 @@ def _train_all(params: Params, specs: list[RunSpec], data, recorder: _Recorder, 
             progress.begin(spec.label, spec.job.params.epochs)
             recorder.open(index)
             history = trainer.train(spec.job.data, spec.job.seed, progress)
-            test = (
-                trainer.final_metrics(*spec.job.test) if spec.job.test is not None and history.status == "ok" else None
-            )
-            recorder.done(index, history, test)
+            evaluations = {}
+            if history.status == "ok":
+                sets = {"train_eval": (spec.job.data.x_train, spec.job.data.y_train), "test": spec.job.test}
+                for prefix, arrays in sets.items():
+                    if arrays is not None:
+                        metrics = trainer.final_metrics(*arrays)
+                        evaluations.update({f"{prefix}_{k}": v for k, v in metrics.items()})
+            recorder.done(index, history, evaluations)
     except BaseException as error:
         recorder.abort(error)
         raise
@@ -352,8 +358,7 @@ def _final(result: RunResult) -> dict[str, float]:
             "best_val_accuracy": float(np.max(metrics["val_accuracy"])),
         }
     )
-    if result.test:
-        final.update({f"test_{k}": v for k, v in result.test.items()})
+    final.update(result.evaluations)
     return final
 
 
