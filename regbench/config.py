@@ -272,6 +272,9 @@ class TrainParams:
     # The compiled engine runs this much wall time of epochs per call before it reports progress.
     chunk_seconds: float = check(positive, "must be a positive number of seconds", default=3.0)
     deterministic: bool = True
+    # Per-epoch metrics sent to MLflow per run: longer histories are sampled evenly (first and
+    # last epoch kept, step = epoch). Full histories stay in histories.csv and the DVC plots.
+    mlflow_max_steps: int = check(lambda v: v >= 2, "must be 2 or more", default=100)
 
 
 @dataclass(frozen=True)

@@ -79,13 +79,20 @@ class Tracker:
             self.client.log_batch(run_id, params=items[start : start + 100], synchronous=True)
         return run_id
 
-    def log_history(self, run_id: str, metrics: dict[str, list[float]], final: dict[str, float]) -> None:
-        """Per-epoch metrics with step = epoch (1-based), then the final values at their own keys."""
+    def log_history(
+        self, run_id: str, metrics: dict[str, list[float]], final: dict[str, float], max_steps: int | None = None
+    ) -> None:
+        """Per-epoch metrics with step = epoch (1-based), then the final values at their own keys.
+
+        With ``max_steps``, a longer history is sampled at evenly spaced epochs (first and last kept).
+        A metric that is zero throughout (no regularization term) is not sent.
+        """
         timestamp = int(time.time() * 1000)
         batch = [
-            Metric(key, value, timestamp, epoch)
+            Metric(key, values[epoch - 1], timestamp, epoch)
             for key, values in metrics.items()
-            for epoch, value in enumerate(values, start=1)
+            if any(value != 0 for value in values)
+            for epoch in sampled_epochs(len(values), max_steps)
         ]
         batch += [Metric(key, value, timestamp, 0) for key, value in final.items()]
         for start in range(0, len(batch), MAX_BATCH):
@@ -107,6 +114,13 @@ class Tracker:
         for operation in self._pending:
             operation.wait()
         self._pending.clear()
+
+
+def sampled_epochs(epochs: int, max_steps: int | None) -> list[int]:
+    """1-based epochs to log: all of them, or ``max_steps`` evenly spaced ones including the first and last."""
+    if max_steps is None or epochs <= max_steps:
+        return list(range(1, epochs + 1))
+    return sorted({round(1 + i * (epochs - 1) / (max_steps - 1)) for i in range(max_steps)})
 
 
 def _param_value(value: Any) -> str:

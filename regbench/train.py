@@ -183,7 +183,7 @@ def train(params: Params, run_name: str, out_dir: Path, tracker: Tracker | None 
             },
         )
     specs = run_specs(params, experiment, members, data, folds)
-    recorder = _Recorder(specs, progress, tracker, parent, context)
+    recorder = _Recorder(specs, progress, tracker, parent, context, params.train.mlflow_max_steps)
     status = "FAILED"
     try:
         _train_all(params, specs, data, recorder, progress)
@@ -239,8 +239,11 @@ def run_specs(params: Params, experiment: ExperimentParams, members: list[Member
 class _Recorder:
     """Opens, fills and closes the MLflow child run of each job, and collects the results."""
 
-    def __init__(self, specs: list[RunSpec], progress: Progress, tracker: Tracker | None, parent, context):
+    def __init__(
+        self, specs: list[RunSpec], progress: Progress, tracker: Tracker | None, parent, context, max_steps: int
+    ):
         self.specs, self.progress, self.tracker, self.parent, self.context = specs, progress, tracker, parent, context
+        self.max_steps = max_steps
         self.children: dict[int, str] = {}
         self.results: dict[int, RunResult] = {}
 
@@ -282,7 +285,7 @@ class _Recorder:
         if self.tracker is not None:
             final = {f"final_{k}": v[-1] for k, v in history.metrics.items() if v}
             final.update(evaluations)
-            self.tracker.log_history(child, history.metrics, final)
+            self.tracker.log_history(child, history.metrics, final, self.max_steps)
             if history.status == "diverged":
                 tags = {"regbench.status": "diverged", "regbench.diverged_epoch": str(history.diverged_epoch)}
                 self.tracker.set_tags(child, tags)
