@@ -26,3 +26,8 @@ def one_argument(argv: list[str], choices, what: str) -> str:
     if len(argv) != 1 or argv[0] not in choices:
         raise ValueError(f"expected one {what} argument, one of {sorted(choices)}; got {argv}")
     return argv[0]
+
+
+def no_arguments(argv: list[str], stage: str) -> None:
+    if argv:
+        raise ValueError(f"the {stage} stage takes no arguments; got {argv}")

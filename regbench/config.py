@@ -274,7 +274,7 @@ class TrainParams:
     deterministic: bool = True
     # Per-epoch metrics sent to MLflow per run: longer histories are sampled evenly (first and
     # last epoch kept, step = epoch). Full histories stay in histories.csv and the DVC plots.
-    mlflow_max_steps: int = check(lambda v: v >= 2, "must be 2 or more", default=100)
+    mlflow_max_steps: int = check(lambda v: v >= 2, "must be 2 or more", default=50)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,33 @@
+"""DVC stage claims: judge every claim in claims.yaml from the train results; write reports/claims.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from regbench import claims, config
+from regbench.cli import no_arguments, run_stage
+from regbench.io import write_json
+
+REGISTRY = Path("claims.yaml")
+RESULTS = Path("results/train")
+METRICS = Path("reports/claims.json")
+DETAIL = Path("reports/claims_detail.json")
+
+
+def main(argv: list[str]) -> None:
+    no_arguments(argv, "claims")
+    params = config.load()
+    registry = claims.load_registry(REGISTRY)
+    evaluation = claims.evaluate(registry, params, RESULTS)
+    write_json(DETAIL, evaluation)
+    write_json(METRICS, claims.metrics_view(evaluation))
+    tagged = claims.tag_mlflow_runs(evaluation, RESULTS)
+    summary = evaluation["summary"]
+    print(
+        f"claims: {summary['tested']} of {summary['claims']} claims tested: {summary['reproduced']} reproduced, "
+        f"{summary['refuted']} refuted, {summary['inconclusive']} inconclusive; {tagged} MLflow runs tagged"
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)

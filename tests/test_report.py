@@ -1,0 +1,94 @@
+"""The report renders from real (tiny) train results: Markdown, one self-contained HTML page, figures."""
+
+import base64
+import json
+import re
+import shutil
+from html.parser import HTMLParser
+
+import pytest
+import yaml
+
+from stages import claims as claims_stage
+from stages import prepare as prepare_stage
+from stages import report as report_stage
+from stages import train as train_stage
+from tests.conftest import REPO_ROOT, shrunk_params
+
+CIRCLES = ["overfit", "dropout", "dropout_grid"]
+
+
+class Images(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.sources, self.tags = [], []
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        if tag == "img":
+            self.sources.append(dict(attrs)["src"])
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory, mirror):
+    """A working copy with circles prepared and trained (3 repeats x 6 epochs) through the stages' main()."""
+    directory = tmp_path_factory.mktemp("work")
+    raw = shrunk_params(mirror, {"circles": CIRCLES}, epochs=6, seeds=(0, 1, 2))
+    raw["circles"]["variants"]["dropout_grid"]["grid"]["hidden_dropout"] = [0.0, 0.5]
+    (directory / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    shutil.copy(REPO_ROOT / "claims.yaml", directory / "claims.yaml")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(directory)
+        patch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{directory / 'mlflow.db'}")
+        prepare_stage.main(["circles"])
+        for variant in CIRCLES:
+            train_stage.main([f"circles-{variant}"])
+        claims_stage.main([])
+        report_stage.main([])
+    return directory
+
+
+def test_claims_json_is_small_and_holds_every_verdict(workdir):
+    metrics = json.loads((workdir / "reports/claims.json").read_text())
+    circles = {k: v for k, v in metrics["claims"].items() if k.startswith("circles.")}
+    assert len(circles) == 4
+    assert all(
+        v["verdict"] in ("reproduced", "refuted", "inconclusive") and v["repeats"] == 3 for v in circles.values()
+    )
+    assert metrics["claims"]["imdb.bigger_noisier"]["verdict"] == "not run"
+    assert metrics["summary"]["tested"] == 4 and metrics["summary"]["claims"] == 18
+
+
+def test_report_lists_every_claim_of_the_experiments_it_ran(workdir):
+    text = (workdir / "reports/report.md").read_text()
+    for claim_id in ("circles.overfit_gap", "circles.test_peaks_then_falls", "circles.dropout_raises_test"):
+        assert f"#### `{claim_id}`:" in text
+    assert "## circles" in text and "## imdb" not in text
+    assert "**circles**: `generated`" in text  # the data source is in the header
+    assert "## Provenance" in text and "parent run id" in text
+    for image in re.findall(r"!\[[^\]]*\]\((figures/[^)]+)\)", text):
+        assert (workdir / "reports" / image).is_file()
+    assert (workdir / "reports/figures/circles_dropout_grid.png").is_file()
+
+
+def test_html_parses_and_embeds_every_figure_it_shows(workdir):
+    page = (workdir / "reports/index.html").read_text()
+    parser = Images()
+    parser.feed(page)
+    parser.close()
+    assert parser.tags[:2] == ["html", "head"] and "table" in parser.tags
+    assert len(parser.sources) == 3
+    for source in parser.sources:
+        assert source.startswith("data:image/png;base64,")
+        assert base64.b64decode(source.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "http://" not in page and "https://" not in page  # opens offline
+
+
+def test_mlflow_parent_runs_carry_the_ids_of_the_claims_that_use_them(workdir):
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("regbench/circles")
+    parents = client.search_runs([experiment.experiment_id], filter_string="tags.`regbench.claims` != ''")
+    tags = {run.info.run_name: run.data.tags["regbench.claims"] for run in parents}
+    assert "circles.overfit_gap" in tags["circles-overfit"] and "circles.dropout_raises_test" in tags["circles-dropout"]
