@@ -78,6 +78,22 @@ def test_mlflow_holds_parent_and_child_runs_with_epoch_histories(repo, first_rep
     assert {"regbench.git_revision", "regbench.data_digest"} <= set(parents[0].data.tags)
 
 
+def test_claims_and_report_cover_every_claim_of_the_experiments_that_ran(repo, first_repro):
+    assert "reports/claims.json" in dvc(repo, "metrics", "show", "--json").stdout
+    verdicts = json.loads((repo / "reports/claims.json").read_text())["claims"]
+    report = (repo / "reports/report.md").read_text()
+    for claim_id, entry in verdicts.items():
+        assert f"`{claim_id}`" in report
+        experiment = claim_id.split(".")[0]
+        if experiment not in RUNS:
+            assert entry["verdict"] == "not run"
+    # Both variants of these claims were trained; two repeats are fewer than claims.min_repeats.
+    for claim_id in ("sonar.baseline_accuracy", "sonar.hidden_dropout_raises", "imdb.l2_resists_overfitting"):
+        assert verdicts[claim_id]["repeats"] == 2 and verdicts[claim_id]["verdict"] == "inconclusive"
+    assert verdicts["sonar.input_dropout_lowers"]["verdict"] == "not run"  # its variant is not in params
+    assert (repo / "reports/index.html").read_text().startswith("<!DOCTYPE html>")
+
+
 def test_second_repro_does_nothing_and_one_changed_variant_reruns_alone(repo, first_repro):
     assert "Stage 'train@imdb-l2' didn't change" in dvc(repo, "repro").stdout
     raw = yaml.safe_load((repo / "params.yaml").read_text())
@@ -89,6 +105,17 @@ def test_second_repro_does_nothing_and_one_changed_variant_reruns_alone(repo, fi
     assert "Running stage 'train@imdb-l2'" in rerun
     assert "Running stage 'train@imdb-original'" not in rerun and "Running stage 'prepare@imdb'" not in rerun
     assert len((repo / "results/train/imdb-l2/curves.csv").read_text().splitlines()) == 4
+
+
+def test_editing_a_claim_reruns_claims_and_report_never_training(repo, first_repro):
+    dvc(repo, "repro")
+    registry = yaml.safe_load((repo / "claims.yaml").read_text())
+    registry["claims"][8]["test"]["tolerance"] = 0.5  # sonar.baseline_accuracy
+    (repo / "claims.yaml").write_text(yaml.safe_dump(registry, sort_keys=False))
+    assert set(json.loads(dvc(repo, "status", "--json").stdout)) == {"claims"}
+    rerun = dvc(repo, "repro").stdout
+    assert "Running stage 'claims'" in rerun and "Running stage 'report'" in rerun
+    assert "Running stage 'train@" not in rerun
 
 
 def test_a_bad_param_stops_the_stage_with_the_key_path(repo, first_repro):
