@@ -245,6 +245,14 @@ def bootstrap_means(values: np.ndarray, resamples: int, seed: int, claim_id: str
     return values[picks].mean(axis=1)
 
 
+def bootstrap_interval(values: np.ndarray, settings: ClaimsParams, key: str) -> tuple[float, float, np.ndarray]:
+    """The seeded bootstrap interval (at ``settings.confidence``) of the mean, and the resampled means."""
+    boot = bootstrap_means(values, settings.bootstrap_resamples, settings.bootstrap_seed, key)
+    alpha = 1.0 - settings.confidence
+    low, high = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high), boot
+
+
 def directional_verdict(low: float, high: float, line: float, direction: str) -> str:
     """Reproduced: the interval lies on the claimed side of the line; refuted: on the other side or on it."""
     if direction == "less":
@@ -306,9 +314,7 @@ def judge(claim: Claim, values: Mapping[str, dict[int, Any]], settings: ClaimsPa
     if len(repeats) == 0:
         return {**result, "verdict": "inconclusive", "reason": "no repeat finished without diverging"}
     mean = float(sample.mean())
-    boot = bootstrap_means(sample, settings.bootstrap_resamples, settings.bootstrap_seed, claim.id)
-    alpha = 1.0 - settings.confidence
-    low, high = (float(q) for q in np.quantile(boot, [alpha / 2, 1 - alpha / 2]))
+    low, high, boot = bootstrap_interval(sample, settings, claim.id)
     spread = float(sample.std(ddof=1)) if len(sample) > 1 else 0.0
     result.update({"mean": mean, "ci_low": low, "ci_high": high, "std": spread})
     if test.kind == "level":
@@ -392,15 +398,16 @@ def evaluate(registry: Registry, params: Params, results_dir: Path) -> dict[str,
             entry.update(judge(claim, values, params.claims))
         detail[claim.id] = entry
     p_values = {cid: e["p_value"] for cid, e in detail.items() if "p_value" in e}
-    for cid, adjusted in holm(p_values).items():
-        detail[cid]["p_holm"] = adjusted
+    adjusted = holm(p_values)
+    for cid, p_holm in adjusted.items():
+        detail[cid]["p_holm"] = p_holm
     tested = [e for e in detail.values() if e["verdict"] != NOT_RUN]
     summary = {
         "claims": len(detail),
         "tested": len(tested),
         **{name: sum(e["verdict"] == name for e in tested) for name in VERDICTS},
         "directional_tested": len(p_values),
-        "holm_significant": sum(p < 1 - params.claims.confidence for p in holm(p_values).values()),
+        "holm_significant": sum(p < 1 - params.claims.confidence for p in adjusted.values()),
     }
     published = {e: {v: dict(m) for v, m in variants.items()} for e, variants in registry.published_figures.items()}
     return {"summary": summary, "claims": detail, "published_figures": published}

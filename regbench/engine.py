@@ -174,7 +174,23 @@ def fit_model(
     return history
 
 
-# --- compiled engine ------------------------------------------------------------
+# --- compiled engines (this one and stacked.StackedTrainer) ------------------------
+
+
+def correct_predictions(tf, y, predictions, categorical: bool):
+    """1.0 where a prediction is right, as Keras' accuracy counts it (argmax, or a 0.5 threshold).
+
+    Works on (batch, outputs) and on stacked (runs, batch, outputs) tensors.
+    """
+    if categorical:
+        return tf.cast(tf.equal(tf.argmax(y, -1), tf.argmax(predictions, -1)), tf.float32)
+    return tf.cast(tf.equal(y, tf.cast(predictions > 0.5, tf.float32)), tf.float32)[..., 0]
+
+
+def next_chunk(chunk_seconds: float, elapsed: float, epochs_run: int, epochs_left: int) -> int:
+    """Epochs for the next compiled call, sized from the last one's speed (the first includes tracing)."""
+    per_epoch = elapsed / epochs_run
+    return int(max(1, min(chunk_seconds / max(per_epoch, 1e-6), epochs_left)))
 
 
 def tensorflow_backend():
@@ -264,10 +280,7 @@ class CompiledTrainer:
         return h
 
     def _correct(self, y, predictions):
-        tf = self.tf
-        if self._categorical:
-            return tf.cast(tf.equal(tf.argmax(y, 1), tf.argmax(predictions, 1)), tf.float32)
-        return tf.cast(tf.equal(y, tf.cast(predictions > 0.5, tf.float32)), tf.float32)[:, 0]
+        return correct_predictions(self.tf, y, predictions, self._categorical)
 
     def _penalty(self):
         return self.tf.add_n(self.model.losses) if self._has_penalty else self.tf.constant(0.0)
@@ -360,9 +373,7 @@ class CompiledTrainer:
                     return history
             if progress is not None:
                 progress(epoch, logs)
-            # Size the next chunk from this one's speed (the first includes tracing).
-            per_epoch = elapsed / len(rows)
-            chunk = int(max(1, min(self.chunk_seconds / max(per_epoch, 1e-6), params.epochs - epoch)))
+            chunk = next_chunk(self.chunk_seconds, elapsed, len(rows), params.epochs - epoch)
         history.seconds = time.perf_counter() - started
         return history
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from regbench.claims import NOT_RUN, Run, bootstrap_means, load_runs, run_name
+from regbench.claims import NOT_RUN, Measure, Run, bootstrap_interval, load_runs, per_repeat, run_name
 from regbench.config import Params
 from regbench.io import atomic_path, read_json
 
@@ -92,28 +92,18 @@ class ExperimentResults:
         return np.asarray([c[:length] for c in curves])
 
     def repeat_finals(self, variant: str, member: str, metric: str) -> np.ndarray:
-        """Each repeat's final value of ``metric`` (fold-averaged), over repeats without a diverged run."""
-        by_repeat: dict[int, list[float]] = {}
-        bad = {run.repeat for run in self.runs[variant] if run.member == member and run.status != "ok"}
-        for run in self.runs[variant]:
-            if run.member != member or run.repeat in bad:
-                continue
-            value = run.finals.get(metric) if metric in run.finals else None
-            if value is None and len(run.curves.get(metric, [])):
-                value = float(run.curves[metric][-1])
-            if value is not None:
-                by_repeat.setdefault(run.repeat, []).append(value)
-        return np.asarray([np.mean(v) for _, v in sorted(by_repeat.items())])
+        """Each repeat's final value of ``metric``, as the claims stage computes it (folds averaged,
+        repeats with a diverged run left out)."""
+        values = per_repeat(self.runs[variant], Measure(kind="final", metric=metric), member)
+        return np.asarray([value for _, value in sorted(values.items())])
 
 
 def interval(values: np.ndarray, params: Params, key: str) -> tuple[float, float, float]:
     """Mean and the seeded bootstrap interval over repeats (the claims stage's method)."""
     if len(values) == 0:
         return float("nan"), float("nan"), float("nan")
-    boot = bootstrap_means(values, params.claims.bootstrap_resamples, params.claims.bootstrap_seed, key)
-    alpha = 1 - params.claims.confidence
-    low, high = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
-    return float(values.mean()), float(low), float(high)
+    low, high, _ = bootstrap_interval(values, params.claims, key)
+    return float(values.mean()), low, high
 
 
 # --- figures -----------------------------------------------------------------------

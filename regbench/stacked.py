@@ -28,7 +28,16 @@ import keras
 import numpy as np
 
 from regbench.config import VariantParams
-from regbench.engine import METRICS, FitData, History, ProgressFn, epoch_orders, tensorflow_backend
+from regbench.engine import (
+    METRICS,
+    FitData,
+    History,
+    ProgressFn,
+    correct_predictions,
+    epoch_orders,
+    next_chunk,
+    tensorflow_backend,
+)
 from regbench.models import build_model, build_optimizer
 
 UNROLL_STEPS = 2
@@ -58,6 +67,18 @@ def group_key(job: Job) -> tuple:
         job.data.x_train.shape[1],
         job.data.y_train.shape[1],
     )
+
+
+def evaluation_sets(job: Job) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """The sets a finished run is evaluated on in inference mode, by metric prefix.
+
+    ``train_eval``: its own training rows (what the tutorials' model.evaluate(trainX) prints);
+    ``test``: the separate test set, where the experiment has one.
+    """
+    sets = {"train_eval": (job.data.x_train, job.data.y_train)}
+    if job.test is not None:
+        sets["test"] = job.test
+    return sets
 
 
 def _steps(count: int):
@@ -165,10 +186,7 @@ class StackedTrainer:
         return tf.add_n([self.params.l2 * tf.reduce_sum(tf.square(k), axis=[1, 2]) for k in self.kernels[:-1]])
 
     def _correct(self, y, predictions):
-        tf = self.tf
-        if self._categorical:
-            return tf.cast(tf.equal(tf.argmax(y, -1), tf.argmax(predictions, -1)), tf.float32)
-        return tf.cast(tf.equal(y, tf.cast(predictions > 0.5, tf.float32)), tf.float32)[..., 0]
+        return correct_predictions(self.tf, y, predictions, self._categorical)
 
     def _chunk(self, x_pool, y_pool, orders, xv_pool, yv_pool, val_rows, input_rate, hidden_rate, seed, first_epoch):
         tf = self.tf
@@ -275,8 +293,7 @@ class StackedTrainer:
             epoch += len(rows)
             if progress is not None and alive.any():
                 progress(epoch, {m: float(np.mean(rows[-1, alive, i])) for i, m in enumerate(METRICS)})
-            # Size the next chunk from this one's speed (the first includes tracing).
-            chunk = int(max(1, min(self.chunk_seconds / max(elapsed / len(rows), 1e-6), params.epochs - epoch)))
+            chunk = next_chunk(self.chunk_seconds, elapsed, len(rows), params.epochs - epoch)
         seconds = (time.perf_counter() - started) / len(jobs)
         for history in histories:
             history.seconds = seconds
@@ -337,10 +354,9 @@ def train_jobs(
         trainer = StackedTrainer(shared, input_dim, output_dim, len(members), n_train, n_val, chunk_seconds)
         histories = trainer.train(members, progress_for(indices))
         evaluations: list[dict[str, float]] = [{} for _ in members]
-        sets = {"train_eval": ([j.data.x_train for j in members], [j.data.y_train for j in members])}
-        if members[0].test is not None:
-            sets["test"] = ([j.test[0] for j in members], [j.test[1] for j in members])
-        for prefix, (xs, ys) in sets.items():
+        sets = [evaluation_sets(j) for j in members]
+        for prefix in sets[0]:
+            xs, ys = [s[prefix][0] for s in sets], [s[prefix][1] for s in sets]
             for run, metrics in enumerate(trainer.evaluate(xs, ys)):
                 if histories[run].status == "ok":
                     evaluations[run].update({f"{prefix}_{k}": v for k, v in metrics.items()})
@@ -355,6 +371,4 @@ def stackable(jobs: Sequence[Job]) -> bool:
     tests = [job.test for job in jobs]
     if all(t is None for t in tests):
         return True
-    return all(t is not None and t[0] is tests[0][0] for t in tests) or all(
-        t is not None and np.array_equal(t[0], tests[0][0]) for t in tests
-    )
+    return all(t is not None for t in tests) and _same([t[0] for t in tests])

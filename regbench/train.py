@@ -24,7 +24,7 @@ from regbench.engine import METRICS, FitData, History, binary_targets, make_trai
 from regbench.io import atomic_path, write_json
 from regbench.schema import flatten, to_plain
 from regbench.sparse import BinaryCsr
-from regbench.stacked import Job, stackable, train_jobs
+from regbench.stacked import Job, evaluation_sets, stackable, train_jobs
 from regbench.tracking import STAGE_TAG, StageKilled, Tracker, tracking_uri
 
 log = logging.getLogger(__name__)
@@ -321,26 +321,22 @@ def _train_all(params: Params, specs: list[RunSpec], data, recorder: _Recorder, 
 
             train_jobs(jobs, input_dim, output_dim, params.train.chunk_seconds, progress_for, recorder.done)
             return
-        trainers = {}
+        trainer, trainer_member = None, None
         for index, spec in enumerate(specs):
-            if spec.member.label not in trainers:
+            if spec.member is not trainer_member:
                 # One trainer per member: the compiled engine is traced once and reused across repeats and folds.
-                trainers = {
-                    spec.member.label: make_trainer(
-                        params.train.engine, spec.job.params, input_dim, output_dim, sparse, params.train.chunk_seconds
-                    )
-                }
-            trainer = trainers[spec.member.label]
+                trainer_member = spec.member
+                trainer = make_trainer(
+                    params.train.engine, spec.job.params, input_dim, output_dim, sparse, params.train.chunk_seconds
+                )
             progress.begin(spec.label, spec.job.params.epochs)
             recorder.open(index)
             history = trainer.train(spec.job.data, spec.job.seed, progress)
             evaluations = {}
             if history.status == "ok":
-                sets = {"train_eval": (spec.job.data.x_train, spec.job.data.y_train), "test": spec.job.test}
-                for prefix, arrays in sets.items():
-                    if arrays is not None:
-                        metrics = trainer.final_metrics(*arrays)
-                        evaluations.update({f"{prefix}_{k}": v for k, v in metrics.items()})
+                for prefix, arrays in evaluation_sets(spec.job).items():
+                    metrics = trainer.final_metrics(*arrays)
+                    evaluations.update({f"{prefix}_{k}": v for k, v in metrics.items()})
             recorder.done(index, history, evaluations)
     except BaseException as error:
         recorder.abort(error)
