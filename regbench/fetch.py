@@ -108,7 +108,8 @@ def download(url: str, destination: Path, params: FetchParams) -> None:
             # A host name that does not resolve means no network: retrying will not help.
             no_network = isinstance(getattr(error, "reason", None), socket.gaierror)
             if attempt == attempts or no_network:
-                raise Unreachable(f"download of {url} failed after {attempts} attempts: {error}") from error
+                tried = f"{attempt} attempt" + ("s" if attempt > 1 else "")
+                raise Unreachable(f"download of {url} failed after {tried}: {error}") from error
             wait = params.backoff_s * 2 ** (attempt - 1)
             log.warning(
                 "download of %s failed (%s); retry %d/%d in %.0f s",
