@@ -7,6 +7,8 @@ Needs `dvc repro prepare@circles prepare@sonar` first (it reads data/prepared/).
 - circles: every variant and repeat of params.yaml (13 members x 5 repeats,
   4000 epochs), trained by the suite as the train stages do (no MLflow), against
   `model.fit` on one circles model for --fit-epochs epochs, scaled to 4000.
+  Each variant, and the reference, runs in its own process, as each stage does
+  under DVC.
 - sonar: the three published variants x 10 folds x 1 repeat, trained by the
   suite, against the tutorial's PyTorch loop (300 epochs, batch 16, SGD) run
   by --torch-python, an interpreter with torch installed (torch is not a
@@ -20,6 +22,7 @@ import dataclasses
 import json
 import os
 import subprocess
+import sys
 import textwrap
 import time
 from pathlib import Path
@@ -78,31 +81,43 @@ TORCH_LOOP = textwrap.dedent(
 
 
 def suite_runs(run_names: list[str], seeds: tuple[int, ...] | None = None) -> dict[str, dict[str, float]]:
-    """Train the named train-stage runs exactly as the stage does (stacked when it can), without MLflow."""
+    """Train the named train-stage runs as the stages do, each in its own process as under DVC."""
+    results = {}
+    for name in run_names:
+        command = [sys.executable, __file__, "--suite-run", name]
+        if seeds is not None:
+            command += ["--seeds", ",".join(map(str, seeds))]
+        out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+        results[name] = json.loads(out.strip().splitlines()[-1])
+        print(f"  suite {name}: {results[name]['runs']} runs in {results[name]['seconds']:.1f} s", flush=True)
+    return results
+
+
+def suite_run(name: str, seeds: tuple[int, ...] | None) -> dict[str, float]:
+    """One train stage's training (stacked when it can), without MLflow."""
     from regbench import config, datasets, stacked, train
 
     params = config.load()
-    results = {}
-    for name in run_names:
-        experiment, variant = params.run(name)
-        if seeds is not None:
-            experiment = dataclasses.replace(experiment, seeds=seeds)
-        data = datasets.load(Path("data/prepared") / experiment.data)
-        folds = list(range(int(data.manifest["folds"]))) if experiment.defaults.validation == "cv" else [None]
-        specs = train.run_specs(params, experiment, list(variant.members), data, folds)
-        finished: dict[int, object] = {}
-
-        def done(index, history, evaluations, finished=finished):
-            finished[index] = history
-
-        started = time.perf_counter()
-        jobs = [s.job for s in specs]
-        stacked.train_jobs(jobs, data["x_train"].shape[1], 1, params.train.chunk_seconds, lambda indices: None, done)
-        seconds = time.perf_counter() - started
-        accuracy = sum(h.metrics["val_accuracy"][-1] for h in finished.values()) / len(finished)
-        results[name] = {"seconds": seconds, "runs": len(specs), "mean_final_val_accuracy": accuracy}
-        print(f"  suite {name}: {len(specs)} runs in {seconds:.1f} s", flush=True)
-    return results
+    experiment, variant = params.run(name)
+    if seeds is not None:
+        experiment = dataclasses.replace(experiment, seeds=seeds)
+    data = datasets.load(Path("data/prepared") / experiment.data)
+    folds = list(range(int(data.manifest["folds"]))) if experiment.defaults.validation == "cv" else [None]
+    specs = train.run_specs(params, experiment, list(variant.members), data, folds)
+    finished: dict[int, object] = {}
+    started = time.perf_counter()
+    stacked.train_jobs(
+        [s.job for s in specs],
+        data["x_train"].shape[1],
+        1,
+        params.train.chunk_seconds,
+        lambda indices: None,
+        lambda index, history, evaluations: finished.__setitem__(index, history),
+        parts=params.train.stack_parts,
+    )
+    seconds = time.perf_counter() - started
+    accuracy = sum(h.metrics["val_accuracy"][-1] for h in finished.values()) / len(finished)
+    return {"seconds": seconds, "runs": len(specs), "mean_final_val_accuracy": accuracy}
 
 
 def fit_reference(epochs: int) -> float:
@@ -125,7 +140,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--torch-python", help="an interpreter with torch, for the published sonar loop")
     parser.add_argument("--fit-epochs", type=int, default=200, help="epochs of the model.fit circles reference")
+    parser.add_argument("--fit-only", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--suite-run", help=argparse.SUPPRESS)
+    parser.add_argument("--seeds", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    # Each measurement runs in its own process, as each stage does under DVC: TensorFlow's thread
+    # pool is fixed per process, and stacked parts set it to one thread per op.
+    if args.fit_only:
+        print(fit_reference(args.fit_epochs))
+        return
+    if args.suite_run:
+        seeds = tuple(int(s) for s in args.seeds.split(",")) if args.seeds else None
+        print(json.dumps(suite_run(args.suite_run, seeds)))
+        return
     from regbench import config
 
     params = config.load()
@@ -136,7 +163,8 @@ def main() -> None:
     suite = suite_runs(circles)
     total = sum(r["seconds"] for r in suite.values())
     runs = sum(r["runs"] for r in suite.values())
-    per_epoch = fit_reference(args.fit_epochs)
+    fit_only = [sys.executable, __file__, "--fit-only", "--fit-epochs", str(args.fit_epochs)]
+    per_epoch = float(subprocess.run(fit_only, capture_output=True, text=True, check=True).stdout.split()[-1])
     fit_total = per_epoch * params.experiments["circles"].defaults.epochs * runs
     report["circles"] = {
         "suite_seconds": round(total, 1),

@@ -275,6 +275,9 @@ class TrainParams:
     # Per-epoch metrics sent to MLflow per run: longer histories are sampled evenly (first and
     # last epoch kept, step = epoch). Full histories stay in histories.csv and the DVC plots.
     mlflow_max_steps: int = check(lambda v: v >= 2, "must be 2 or more", default=50)
+    # The stacked engine splits each group of runs into this many parts and trains them side by side,
+    # one per core. Each part draws its own dropout masks, so this is part of what defines a result.
+    stack_parts: int = check(positive_int, "must be a positive integer", default=2)
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,13 @@ Dense inputs and the TensorFlow backend only; IMDB's sparse inputs use
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import keras
@@ -41,6 +44,14 @@ from regbench.engine import (
 from regbench.models import build_model, build_optimizer
 
 UNROLL_STEPS = 2
+# A group is split only into parts of at least this many runs: each part is traced on its own
+# (about 1.5 s), which a part of a few runs does not earn back. Measured on circles (4,000 epochs,
+# 2 cores): 5 runs took 4-9 s as one part and 5-11 s as two; 45 runs 42-48 s as one and 35 s as two.
+MIN_RUNS_PER_PART = 10
+# Below this many multiply-adds per training step a stack's ops run faster on one thread each than
+# split across TensorFlow's pool: circles dropout (5 runs, about 2e5) took 7-8 s that way against
+# 11-13 s; MNIST (5 runs, about 7e8) needs the pool for its matrix products.
+SMALL_STEP_FLOPS = 10_000_000
 
 
 @dataclass
@@ -246,11 +257,22 @@ class StackedTrainer:
             variable.assign(value)
 
     def train(self, jobs: Sequence[Job], progress: ProgressFn | None = None) -> list[History]:
+        """Reset to the jobs' initial weights, then train them."""
+        self.reset(jobs)
+        return self.fit(jobs, progress)
+
+    def trace(self) -> None:
+        """Build the compiled chunk now (it is otherwise built by the first call)."""
+        self._run_chunk.get_concrete_function()
+
+    def fit(
+        self, jobs: Sequence[Job], progress: ProgressFn | None = None, cancel: threading.Event | None = None
+    ) -> list[History]:
+        """Train from the current weights (see ``reset``); stops between chunks once ``cancel`` is set."""
         if len(jobs) != self.runs:
             raise ValueError(f"this trainer was built for {self.runs} runs, got {len(jobs)}")
         tf = self.tf
         params = self.params
-        self.reset(jobs)
         x_pool, y_pool, x_offsets = _pool([job.data.x_train for job in jobs], [job.data.y_train for job in jobs])
         xv_pool, yv_pool, v_offsets = _pool([job.data.x_val for job in jobs], [job.data.y_val for job in jobs])
         n_train, n_val = self.n_train, self.n_val
@@ -275,6 +297,8 @@ class StackedTrainer:
         started = time.perf_counter()
         epoch, chunk = 0, 1
         while epoch < params.epochs and alive.any():
+            if cancel is not None and cancel.is_set():
+                raise RuntimeError("training cancelled")
             chunk_started = time.perf_counter()
             rows = self._run_chunk(
                 *inputs,
@@ -330,21 +354,40 @@ def train_jobs(
     chunk_seconds: float,
     progress_for: Callable[[list[int]], ProgressFn | None],
     on_done: Callable[[int, History, dict[str, float]], None],
+    parts: int = 1,
 ) -> None:
-    """Train the jobs in stacked groups; ``on_done(job_index, history, evaluations)`` as each group ends.
+    """Train the jobs in stacked groups; ``on_done(job_index, history, evaluations)`` for each, in order.
+
+    Each group (see ``group_key``) is split into up to ``parts`` contiguous parts of at least
+    ``MIN_RUNS_PER_PART`` runs, and all parts (of all groups) train side by side in ``parts``
+    threads: one stacked program keeps about one core busy (its ops are too small to spread), and
+    the compiled chunks run without the GIL. A part draws its own dropout
+    masks, so ``parts`` is a parameter of the results, not of the machine.
 
     ``evaluations`` holds inference-mode ``train_eval_loss``/``train_eval_accuracy`` on the run's
-    training rows and, when the job has a test set, ``test_loss``/``test_accuracy``.
-
-    ``progress_for(job_indices)`` gives the progress callback for a group.
+    training rows and, when the job has a test set, ``test_loss``/``test_accuracy``. ``progress_for(job_indices)``
+    gives the progress callback, which the first part reports to on behalf of all. A run's
+    ``History.seconds`` is its share of the wall time of training all of them.
     """
     groups: dict[tuple, list[int]] = {}
     for index, job in enumerate(jobs):
         groups.setdefault(group_key(job), []).append(index)
-    for indices in groups.values():
+    split = [
+        list(part)
+        for indices in groups.values()
+        for part in np.array_split(indices, max(1, min(parts, len(indices) // MIN_RUNS_PER_PART)))
+    ]
+    largest = max(len(part) for part in split)
+    if len(split) > 1 or _step_flops(jobs[0].params, input_dim, output_dim, largest) < SMALL_STEP_FLOPS:
+        _one_thread_per_op()
+    started = time.perf_counter()
+    # Trainers are built, reset and traced here, one after another: reset seeds Keras' global
+    # random state, so it must not run concurrently.
+    trainers = []
+    for indices in split:
         members = [jobs[i] for i in indices]
         shared = group_key(members[0])[0]
-        # The group's architecture keeps a dropout layer wherever any run has a non-zero rate.
+        # The part's architecture keeps a dropout layer wherever any of its runs has a non-zero rate.
         shared = dataclasses.replace(
             shared,
             input_dropout=max(j.params.input_dropout for j in members),
@@ -352,7 +395,16 @@ def train_jobs(
         )
         n_train, n_val = len(members[0].data.y_train), len(members[0].data.y_val)
         trainer = StackedTrainer(shared, input_dim, output_dim, len(members), n_train, n_val, chunk_seconds)
-        histories = trainer.train(members, progress_for(indices))
+        trainer.reset(members)
+        trainer.trace()
+        trainers.append((trainer, members))
+    progress = progress_for(list(range(len(jobs))))
+    if len(trainers) == 1:
+        results = [trainers[0][0].fit(trainers[0][1], progress)]
+    else:
+        results = _side_by_side(trainers, progress, parts)
+    seconds = (time.perf_counter() - started) / len(jobs)
+    for indices, (trainer, members), histories in zip(split, trainers, results, strict=True):
         evaluations: list[dict[str, float]] = [{} for _ in members]
         sets = [evaluation_sets(j) for j in members]
         for prefix in sets[0]:
@@ -361,7 +413,43 @@ def train_jobs(
                 if histories[run].status == "ok":
                     evaluations[run].update({f"{prefix}_{k}": v for k, v in metrics.items()})
         for index, history, evaluation in zip(indices, histories, evaluations, strict=True):
+            history.seconds = seconds
             on_done(index, history, evaluation)
+
+
+def _side_by_side(trainers, progress: ProgressFn | None, threads: int) -> list[list[History]]:
+    """``fit`` every (trainer, jobs) pair in a pool of threads; the first reports progress for all."""
+    cancel = threading.Event()
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="stack") as pool:
+        futures = [
+            pool.submit(trainer.fit, members, progress if number == 0 else None, cancel)
+            for number, (trainer, members) in enumerate(trainers)
+        ]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            cancel.set()  # the other parts stop at their next chunk instead of training on
+            raise
+
+
+def _step_flops(params: VariantParams, input_dim: int, output_dim: int, runs: int) -> int:
+    """Multiply-adds of one forward pass over a batch, for ``runs`` stacked runs."""
+    sizes = [input_dim, *params.hidden, output_dim]
+    return runs * params.batch_size * sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+
+
+def _one_thread_per_op() -> None:
+    """Run each op on one thread: parts training side by side then keep one core each, and a small stack
+    does not pay for spreading tiny ops over the pool.
+
+    A stacked program's ops are small: measured on the circles grid (45 runs, 2 cores), 1,000 epochs
+    took 14-18 s as one part with TensorFlow's default thread pool, 14-16 s as two parts sharing it,
+    and 10-11 s as two parts with one thread per op. TensorFlow fixes its pool when it starts; where it
+    has started already (tests train in-process) the pool is left as it is, which changes speed only.
+    """
+    tf = tensorflow_backend()
+    with contextlib.suppress(RuntimeError):
+        tf.config.threading.set_intra_op_parallelism_threads(1)
 
 
 def stackable(jobs: Sequence[Job]) -> bool:

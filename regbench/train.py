@@ -319,7 +319,15 @@ def _train_all(params: Params, specs: list[RunSpec], data, recorder: _Recorder, 
                 )
                 return progress
 
-            train_jobs(jobs, input_dim, output_dim, params.train.chunk_seconds, progress_for, recorder.done)
+            train_jobs(
+                jobs,
+                input_dim,
+                output_dim,
+                params.train.chunk_seconds,
+                progress_for,
+                recorder.done,
+                parts=params.train.stack_parts,
+            )
             return
         trainer, trainer_member = None, None
         for index, spec in enumerate(specs):

@@ -91,7 +91,8 @@ def test_compiled_engine_equals_model_fit(optimizer, extra):
         )
 
 
-def test_compiled_engine_matches_fit_on_categorical_and_sparse_inputs():
+@pytest.mark.parametrize("first_layer", [4, engine.SPARSE_MATMUL_MAX_UNITS + 8])
+def test_compiled_engine_matches_fit_on_categorical_and_sparse_inputs(first_layer):
     params = variant("mnist", "baseline", hidden=(5,), epochs=3, batch_size=16, shuffle=False)
     data = toy_data(categorical=True)
     history = engine.CompiledTrainer(params, 6, 2, sparse=False, chunk_seconds=1.0).train(data, seed=1)
@@ -106,7 +107,8 @@ def test_compiled_engine_matches_fit_on_categorical_and_sparse_inputs():
     rows = [np.flatnonzero(r).astype(np.uint16) for r in dense]
     csr = BinaryCsr(np.concatenate([[0], np.cumsum([len(r) for r in rows])]), np.concatenate(rows), 12)
     y = engine.binary_targets((dense[:, 0] > 0).astype(np.float32))
-    imdb = variant("imdb", "original", hidden=(4,), epochs=3, batch_size=8)
+    # Both sparse products: sparse_dense_matmul for a narrow first layer, segment sums for a wide one.
+    imdb = variant("imdb", "original", hidden=(first_layer,), epochs=3, batch_size=8)
     sparse_history = engine.CompiledTrainer(imdb, 12, 1, sparse=True, chunk_seconds=1.0).train(
         engine.FitData(csr.take(np.arange(30)), y[:30], csr.take(np.arange(30, 40)), y[30:]), seed=2
     )
@@ -220,3 +222,33 @@ def test_stacked_engine_is_deterministic_and_isolates_a_diverging_run():
     histories = stacked.StackedTrainer(params, 6, 1, 3, 32, 32, 1.0).train(stacked_jobs(params, [1, 2, 3], wild))
     assert histories[1].status == "diverged" and histories[1].epochs == 0
     assert histories[0].status == histories[2].status == "ok" and histories[0].epochs == 12
+
+
+def test_stacked_parts_train_side_by_side_with_the_results_of_one_stack(monkeypatch):
+    monkeypatch.setattr(stacked, "MIN_RUNS_PER_PART", 1)  # small parts, so the toy group is split
+    params = variant("sonar", "baseline", hidden=(8, 4), epochs=6, batch_size=8)
+    jobs = stacked_jobs(params, [0, 1, 2, 3, 4], [toy_data(seed=s) for s in range(5)])
+
+    def run(parts):
+        finished = []
+        stacked.train_jobs(jobs, 6, 1, 1.0, lambda indices: None, lambda *done: finished.append(done), parts=parts)
+        return finished
+
+    together, side_by_side = run(1), run(3)
+    assert [index for index, _, _ in side_by_side] == list(range(5))
+    for (_, ours, our_eval), (_, theirs, their_eval) in zip(side_by_side, together, strict=True):
+        for metric in engine.METRICS:
+            np.testing.assert_allclose(ours.metrics[metric], theirs.metrics[metric], rtol=1e-6)
+        assert our_eval.keys() == their_eval.keys() == {"train_eval_loss", "train_eval_accuracy"}
+
+
+def test_an_error_in_one_part_stops_the_others(monkeypatch):
+    monkeypatch.setattr(stacked, "MIN_RUNS_PER_PART", 1)
+    params = variant("circles", "overfit", epochs=100_000)
+    jobs = [stacked.Job(toy_data(n=40, d=2), seed, params) for seed in range(4)]
+
+    def failing_progress(epoch, logs):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        stacked.train_jobs(jobs, 2, 1, 0.2, lambda indices: failing_progress, lambda *done: None, parts=2)
