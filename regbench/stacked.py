@@ -259,7 +259,12 @@ class StackedTrainer:
     def train(self, jobs: Sequence[Job], progress: ProgressFn | None = None) -> list[History]:
         """Reset to the jobs' initial weights, then train them."""
         self.reset(jobs)
-        return self.fit(jobs, progress)
+        started = time.perf_counter()
+        histories = self.fit(jobs, progress)
+        seconds = (time.perf_counter() - started) / len(jobs)
+        for history in histories:
+            history.seconds = seconds
+        return histories
 
     def trace(self) -> None:
         """Build the compiled chunk now (it is otherwise built by the first call)."""
@@ -268,7 +273,10 @@ class StackedTrainer:
     def fit(
         self, jobs: Sequence[Job], progress: ProgressFn | None = None, cancel: threading.Event | None = None
     ) -> list[History]:
-        """Train from the current weights (see ``reset``); stops between chunks once ``cancel`` is set."""
+        """Train from the current weights (see ``reset``); stops between chunks once ``cancel`` is set.
+
+        The histories' ``seconds`` are the caller's to set: runs trained side by side share wall time.
+        """
         if len(jobs) != self.runs:
             raise ValueError(f"this trainer was built for {self.runs} runs, got {len(jobs)}")
         tf = self.tf
@@ -294,7 +302,6 @@ class StackedTrainer:
         val_inputs = [tf.constant(a, tf.float32) for a in (xv_pool, yv_pool)]
         histories = [History() for _ in jobs]
         alive = np.ones(len(jobs), bool)
-        started = time.perf_counter()
         epoch, chunk = 0, 1
         while epoch < params.epochs and alive.any():
             if cancel is not None and cancel.is_set():
@@ -318,9 +325,6 @@ class StackedTrainer:
             if progress is not None and alive.any():
                 progress(epoch, {m: float(np.mean(rows[-1, alive, i])) for i, m in enumerate(METRICS)})
             chunk = next_chunk(self.chunk_seconds, elapsed, len(rows), params.epochs - epoch)
-        seconds = (time.perf_counter() - started) / len(jobs)
-        for history in histories:
-            history.seconds = seconds
         return histories
 
     def evaluate(self, xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]) -> list[dict[str, float]]:
@@ -356,7 +360,7 @@ def train_jobs(
     on_done: Callable[[int, History, dict[str, float]], None],
     parts: int = 1,
 ) -> None:
-    """Train the jobs in stacked groups; ``on_done(job_index, history, evaluations)`` for each, in order.
+    """Train the jobs in stacked groups; ``on_done(job_index, history, evaluations)`` for each once all are trained.
 
     Each group (see ``group_key``) is split into up to ``parts`` contiguous parts of at least
     ``MIN_RUNS_PER_PART`` runs, and all parts (of all groups) train side by side in ``parts``
@@ -435,7 +439,7 @@ def _side_by_side(trainers, progress: ProgressFn | None, threads: int) -> list[l
 def _step_flops(params: VariantParams, input_dim: int, output_dim: int, runs: int) -> int:
     """Multiply-adds of one forward pass over a batch, for ``runs`` stacked runs."""
     sizes = [input_dim, *params.hidden, output_dim]
-    return runs * params.batch_size * sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=False))
+    return runs * params.batch_size * sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
 
 
 def _one_thread_per_op() -> None:
