@@ -38,15 +38,18 @@ from regbench.engine import (
     ProgressFn,
     correct_predictions,
     epoch_orders,
+    graph_loop,
     next_chunk,
     tensorflow_backend,
 )
 from regbench.models import build_model, build_optimizer
 
+# Batch loops of up to this many steps are written out (see engine.graph_loop).
 UNROLL_STEPS = 2
-# A group is split only into parts of at least this many runs: each part is traced on its own
-# (about 1.5 s), which a part of a few runs does not earn back. Measured on circles (4,000 epochs,
-# 2 cores): 5 runs took 4-9 s as one part and 5-11 s as two; 45 runs 42-48 s as one and 35 s as two.
+# A group is split only into parts of at least this many runs: a small stack's step costs about the
+# same whatever its number of runs (per-op overhead), so splitting a few runs saves nothing and each
+# part is traced on its own. Measured on circles (4,000 epochs, 2 cores): 5 runs took 2.9-6.3 s as one
+# part and 2.9-6.0 s as two; 45 runs 42-48 s as one and 35 s as two.
 MIN_RUNS_PER_PART = 10
 # Below this many multiply-adds per training step a stack's ops run faster on one thread each than
 # split across TensorFlow's pool: circles dropout (5 runs, about 2e5) took 7-8 s that way against
@@ -90,17 +93,6 @@ def evaluation_sets(job: Job) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     if job.test is not None:
         sets["test"] = job.test
     return sets
-
-
-def _steps(count: int):
-    """A loop over ``count`` steps inside the compiled function: unrolled when short.
-
-    A graph while-loop costs a fixed overhead per iteration that dwarfs a tiny
-    model's step (circles: one batch per epoch), so a few steps are written out.
-    """
-    import tensorflow as tf
-
-    return range(count) if count <= UNROLL_STEPS else tf.range(count)
 
 
 def _same(arrays: Sequence[np.ndarray]) -> bool:
@@ -166,7 +158,7 @@ class StackedTrainer:
             tf.TensorSpec([2], tf.int32),  # dropout stream seed
             tf.TensorSpec([], tf.int32),  # first epoch of the chunk
         ]
-        self._run_chunk = tf.function(self._chunk, input_signature=signature)
+        self._run_chunk = tf.function(self._chunk, input_signature=signature, autograph=False)
 
     # --- the model, written for stacked weights ----------------------------------
 
@@ -206,11 +198,9 @@ class StackedTrainer:
         val_batch = max(1, 16384 // self.runs)
         n_val_batches = math.ceil(self.n_val / val_batch)
         rates = (input_rate, hidden_rate)
-        rows = tf.TensorArray(tf.float32, size=tf.shape(orders)[0])
-        for epoch in tf.range(tf.shape(orders)[0]):
-            loss_sum = tf.zeros([self.runs])
-            correct_sum = tf.zeros([self.runs])
-            for batch in _steps(n_batches):
+
+        def epoch_step(epoch, rows):
+            def train_step(batch, sums):
                 index = orders[epoch, :, batch * batch_size : (batch + 1) * batch_size]
                 x_batch, y_batch = tf.gather(x_pool, index), tf.gather(y_pool, index)
                 step_seed = tf.stack([seed[0], seed[1] + (first_epoch + epoch) * n_batches + batch])
@@ -224,20 +214,27 @@ class StackedTrainer:
                     for kernel in self.kernels[:-1]:
                         kernel.assign(self._max_norm(kernel))
                 size = tf.cast(tf.shape(index)[1], tf.float32)
-                loss_sum += losses * size
-                correct_sum += tf.reduce_sum(self._correct(y_batch, predictions), axis=1)
-            val_loss_sum = tf.zeros([self.runs])
-            val_correct = tf.zeros([self.runs])
-            for batch in _steps(n_val_batches):
+                correct = tf.reduce_sum(self._correct(y_batch, predictions), axis=1)
+                return sums[0] + losses * size, sums[1] + correct
+
+            def val_step(batch, sums):
                 index = val_rows[:, batch * val_batch : (batch + 1) * val_batch]
                 y_batch = tf.gather(yv_pool, index)
                 predictions = self._forward(tf.gather(xv_pool, index), False)
-                val_loss_sum += tf.reduce_sum(self._loss(y_batch, predictions), axis=1)
-                val_correct += tf.reduce_sum(self._correct(y_batch, predictions), axis=1)
+                losses = tf.reduce_sum(self._loss(y_batch, predictions), axis=1)
+                return sums[0] + losses, sums[1] + tf.reduce_sum(self._correct(y_batch, predictions), axis=1)
+
+            # Zeros made inside the body are constants Grappler folds away: with one batch per epoch
+            # the epoch's loss is then that batch's loss exactly, not loss * size / size.
+            zeros = tf.zeros([self.runs])
+            loss_sum, correct_sum = graph_loop(tf, n_batches, train_step, (zeros, zeros), UNROLL_STEPS)
+            val_loss_sum, val_correct = graph_loop(tf, n_val_batches, val_step, (zeros, zeros), UNROLL_STEPS)
             penalty = self._penalty()
             row = [loss_sum / self.n_train, correct_sum / self.n_train, val_loss_sum / self.n_val + penalty]
-            rows = rows.write(epoch, tf.stack([*row, val_correct / self.n_val, penalty], axis=1))
-        return rows.stack()
+            return rows.write(epoch, tf.stack([*row, val_correct / self.n_val, penalty], axis=1))
+
+        n_epochs = tf.shape(orders)[0]
+        return graph_loop(tf, n_epochs, epoch_step, tf.TensorArray(tf.float32, size=n_epochs)).stack()
 
     # --- running jobs ------------------------------------------------------------
 
