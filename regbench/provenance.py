@@ -19,16 +19,21 @@ LIBRARIES = (
     "pandas",
     "matplotlib",
 )
+# What "-dirty" looks at: the code and its pinned environment. DVC itself rewrites dvc.lock and
+# results/ between the stages of one `dvc repro`, which must not mark the later stages dirty.
+CODE_PATHS = ("regbench", "stages", "dvc.yaml", "pyproject.toml", "requirements.lock")
 
 
-def git_revision() -> str:
+def git_revision(cwd: str | os.PathLike | None = None) -> str:
+    """HEAD's commit, with "-dirty" when CODE_PATHS differ from it; "unknown" outside a git checkout."""
     try:
         revision = subprocess.run(
-            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, cwd=cwd
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", *(f":(top){path}" for path in CODE_PATHS)],
             capture_output=True,
+            cwd=cwd,
             text=True,
             check=True,
         ).stdout.strip()

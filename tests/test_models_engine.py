@@ -131,6 +131,34 @@ def test_dropout_runs_agree_in_distribution():
     assert abs(np.mean(ours) - np.mean(theirs)) < 3 * (np.std(theirs) + np.std(ours)) + 0.05
 
 
+def test_graph_loop_written_out_or_as_a_while_loop_gives_the_same_state():
+    tf = engine.tensorflow_backend()
+
+    def body(i, state):
+        total, squares = state
+        value = tf.cast(i, tf.float32) + 1.0
+        return total + value, squares.write(i, value * value)
+
+    def run(count, unroll):
+        """The loop's final state, and whether it was built as a graph while-loop."""
+
+        @tf.function(autograph=False)
+        def loop(n):
+            start = (tf.constant(0.0), tf.TensorArray(tf.float32, size=n, element_shape=[]))
+            total, squares = engine.graph_loop(tf, count if isinstance(count, int) else n, body, start, unroll)
+            return total, squares.stack()
+
+        traced = loop.get_concrete_function(tf.TensorSpec([], tf.int32))
+        looped = any("While" in op.type for op in traced.graph.get_operations())
+        total, squares = traced(tf.constant(count))
+        return total.numpy().item(), squares.numpy().tolist(), looped
+
+    assert run(3, unroll=3) == (6.0, [1.0, 4.0, 9.0], False)
+    assert run(3, unroll=0) == (6.0, [1.0, 4.0, 9.0], True)
+    assert run(tf.constant(3), unroll=3) == (6.0, [1.0, 4.0, 9.0], True)  # a count known only when run
+    assert run(0, unroll=0) == (0.0, [], False)
+
+
 def test_compiled_engine_is_deterministic():
     params = variant("circles", "dropout", epochs=20)
     data = toy_data(d=2)

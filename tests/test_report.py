@@ -4,11 +4,13 @@ import base64
 import json
 import re
 import shutil
+import subprocess
 from html.parser import HTMLParser
 
 import pytest
 import yaml
 
+from regbench import provenance
 from stages import claims as claims_stage
 from stages import prepare as prepare_stage
 from stages import report as report_stage
@@ -92,3 +94,23 @@ def test_mlflow_parent_runs_carry_the_ids_of_the_claims_that_use_them(workdir):
     parents = client.search_runs([experiment.experiment_id], filter_string="tags.`regbench.claims` != ''")
     tags = {run.info.run_name: run.data.tags["regbench.claims"] for run in parents}
     assert "circles.overfit_gap" in tags["circles-overfit"] and "circles.dropout_raises_test" in tags["circles-dropout"]
+
+
+def test_git_revision_is_dirty_for_code_changes_only(tmp_path):
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "regbench").mkdir()
+    (tmp_path / "regbench" / "engine.py").write_text("A = 1\n")
+    (tmp_path / "dvc.lock").write_text("stages: {}\n")
+    git("add", ".")
+    git("-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "start")
+    clean = provenance.git_revision(tmp_path)
+    assert re.fullmatch(r"[0-9a-f]{40}", clean)
+    # DVC rewrites dvc.lock after every stage of a repro: the later stages' code is still the commit.
+    (tmp_path / "dvc.lock").write_text("stages: {train: {}}\n")
+    assert provenance.git_revision(tmp_path) == clean
+    (tmp_path / "regbench" / "engine.py").write_text("A = 2\n")
+    assert provenance.git_revision(tmp_path) == f"{clean}-dirty"
+    assert provenance.git_revision(tmp_path / "regbench") == f"{clean}-dirty"
