@@ -102,14 +102,15 @@ def suite_run(name: str, seeds: tuple[int, ...] | None) -> dict[str, float]:
     if seeds is not None:
         experiment = dataclasses.replace(experiment, seeds=seeds)
     data = datasets.load(Path("data/prepared") / experiment.data)
-    folds = list(range(int(data.manifest["folds"]))) if experiment.defaults.validation == "cv" else [None]
-    specs = train.run_specs(params, experiment, list(variant.members), data, folds)
+    members = [dataclasses.replace(m, params=train.effective_params(m.params, params)) for m in variant.members]
+    specs = train.run_specs(params, experiment, members, data, train.cv_folds(experiment, data))
+    jobs = [s.job for s in specs]
     finished: dict[int, object] = {}
     started = time.perf_counter()
     stacked.train_jobs(
-        [s.job for s in specs],
-        data["x_train"].shape[1],
-        1,
+        jobs,
+        jobs[0].data.input_dim,
+        jobs[0].data.output_dim,
         params.train.chunk_seconds,
         lambda indices: None,
         lambda index, history, evaluations: finished.__setitem__(index, history),

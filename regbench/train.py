@@ -147,11 +147,16 @@ def run_seed(seed: int, fold: int | None) -> int:
     return seed if fold is None else seed * 100 + fold
 
 
+def cv_folds(experiment: ExperimentParams, data) -> list[int | None]:
+    """The folds each repeat trains on: every CV fold of the prepared data, or [None] (one run per repeat)."""
+    return list(range(int(data.manifest["folds"]))) if experiment.defaults.validation == "cv" else [None]
+
+
 def train(params: Params, run_name: str, out_dir: Path, tracker: Tracker | None = None) -> dict[str, Any]:
     experiment, variant = params.run(run_name)
     data = datasets.load(Path("data/prepared") / experiment.data)
     stage = f"train@{run_name}"
-    folds = list(range(int(data.manifest["folds"]))) if experiment.defaults.validation == "cv" else [None]
+    folds = cv_folds(experiment, data)
     members = [dataclasses.replace(m, params=effective_params(m.params, params)) for m in variant.members]
     total = len(members) * len(experiment.seeds) * len(folds)
     progress = Progress(stage, total)
