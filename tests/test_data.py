@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from regbench import config, datasets, digests, prepare
+from regbench import config, datasets, digests
+from regbench.experiments import DataError, Raw, registry
+from regbench.experiments.sonar import parse_sonar
 from regbench.fetch import FetchError, Unreachable, fetch_dataset
 from regbench.sparse import BinaryCsr
 from regbench.text import build_vocabulary, multi_hot, tokenize
@@ -158,26 +160,30 @@ def test_mnist_falls_back_to_the_packaged_subset(tmp_path, monkeypatch):
 def test_malformed_sonar_row_names_its_line():
     rows = sonar_bytes(rows=4).split(b"\n")
     rows[2] = rows[2].replace(b",", b";", 3)
-    with pytest.raises(prepare.DataError, match="line 3: expected 61 fields"):
-        prepare.parse_sonar(b"\n".join(rows))
-    with pytest.raises(prepare.DataError, match="line 1: label must be M or R"):
-        prepare.parse_sonar(sonar_bytes(rows=2).replace(b",M", b",X", 1))
+    with pytest.raises(DataError, match="line 3: expected 61 fields"):
+        parse_sonar(b"\n".join(rows))
+    with pytest.raises(DataError, match="line 1: label must be M or R"):
+        parse_sonar(sonar_bytes(rows=2).replace(b",M", b",X", 1))
 
 
 def test_prepare_sonar_assigns_stratified_folds(tmp_path):
     raw_file = tmp_path / "sonar.all-data"
     raw_file.write_bytes(sonar_bytes(rows=40))
-    arrays, info = prepare.sonar(config.SonarPrepare(folds=4, cv_seed=3), raw_file)
+    sonar = registry()["sonar"]
+    raw = Raw(raw_file, {"source": "uci"})
+    arrays, info = sonar.prepare(sonar.prepare_params(folds=4, cv_seed=3), raw)
     assert arrays["x_train"].shape == (40, 60) and set(np.unique(arrays["y_train"])) == {0.0, 1.0}
     for fold in range(4):
         labels = arrays["y_train"][arrays["fold"] == fold]
         assert len(labels) == 10 and labels.sum() == 5
-    again, _ = prepare.sonar(config.SonarPrepare(folds=4, cv_seed=3), raw_file)
+    again, _ = sonar.prepare(sonar.prepare_params(folds=4, cv_seed=3), raw)
     np.testing.assert_array_equal(arrays["fold"], again["fold"])
 
 
 def test_prepare_imdb_builds_train_vocabulary_and_round_trips(tmp_path, mirror):
-    arrays, info = prepare.imdb(config.ImdbPrepare(vocab_size=10), mirror / "aclImdb_v1.tar.gz")
+    imdb = registry()["imdb"]
+    raw = Raw(mirror / "aclImdb_v1.tar.gz", {"source": "stanford", "digest": mirror_digests(mirror)["imdb"]})
+    arrays, info = imdb.prepare(imdb.prepare_params(vocab_size=10), raw)
     assert arrays["x_train"].shape == (12, 10) and arrays["x_test"].shape == (12, 10)
     assert arrays["y_train"].sum() == 6 and info["reviews"] == 24
     assert "br" not in info["vocabulary_head"]
@@ -188,7 +194,8 @@ def test_prepare_imdb_builds_train_vocabulary_and_round_trips(tmp_path, mirror):
 
 
 def test_tampered_prepared_arrays_fail_the_content_digest(tmp_path):
-    arrays, _ = prepare.circles(config.CirclesPrepare(n_samples=100, noise=0.1))
+    circles = registry()["circles"]
+    arrays, _ = circles.prepare(circles.prepare_params(n_samples=100, noise=0.1), None)
     datasets.save(tmp_path / "circles", arrays, {})
     arrays["x_train"][0, 0] += 1
     datasets.save(tmp_path / "other", arrays, {})
@@ -198,7 +205,8 @@ def test_tampered_prepared_arrays_fail_the_content_digest(tmp_path):
 
 
 def test_prepare_mnist_scales_and_one_hots(tmp_path, mirror):
-    arrays, info = prepare.mnist(config.MnistPrepare(), mirror / "mnist.npz", "keras")
+    mnist = registry()["mnist"]
+    arrays, info = mnist.prepare(mnist.prepare_params(), Raw(mirror / "mnist.npz", {"source": "keras"}))
     datasets.save(tmp_path / "mnist", arrays, info)
     loaded = datasets.load(tmp_path / "mnist")
     assert loaded["x_train"].shape == (60, 784) and loaded["x_train"].max() <= 1.0
@@ -207,7 +215,7 @@ def test_prepare_mnist_scales_and_one_hots(tmp_path, mirror):
 
 def test_generated_data_is_as_published():
     params = config.parse(shrunk_params(Path("."), {"sonar": ["baseline"]})).prepare
-    circles, _ = prepare.circles(params.circles)
+    circles, _ = registry()["circles"].prepare(params["circles"], None)
     assert circles["x_train"].shape == (30, 2) and circles["x_test"].shape == (70, 2)
-    synthetic, _ = prepare.synthetic(params.synthetic)
+    synthetic, _ = registry()["synthetic"].prepare(params["synthetic"], None)
     assert synthetic["x_train"].shape == (800, 20) and synthetic["x_test"].shape == (200, 20)
