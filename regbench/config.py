@@ -134,6 +134,14 @@ class OptimizerParams:
     learning_rate: float = check(positive, "must be a positive number")
     momentum: float = check(lambda v: 0 <= v < 1, "must be in [0, 1)", default=0.0)
 
+    def __post_init__(self) -> None:
+        if self.momentum and self.name != "sgd":
+            # Keras' Adam has no momentum and RMSprop's is not wired through: refuse rather than ignore it.
+            raise ValueError(
+                f"momentum {self.momentum} is given to {self.name}, but only sgd takes a momentum here; "
+                "remove it (or set momentum: 0 where a variant inherits it from the defaults)"
+            )
+
 
 @dataclass(frozen=True)
 class VariantParams:
