@@ -116,6 +116,12 @@ def test_a_bad_param_stops_the_stage_with_the_key_path(repo, first_repro):
         "sonar.variants.baseline.hidden_dropout = 1.2: must be a dropout rate in [0, 1)"
         in result.stderr + result.stdout
     )
-    # The stage stopped before training: no half-written output is left behind.
+    # The stage stopped before training: no half-written output, and the previous results are all still there.
     assert not list((repo / "results/train").glob(".*.part"))
-    assert not (repo / "results/train/sonar-baseline/histories.csv").exists()
+    assert {p.name for p in (repo / "results/train/sonar-baseline").iterdir()} >= {
+        "histories.csv",
+        "runs.json",
+        "manifest.json",
+        "metrics.json",
+        "curves.csv",
+    }
