@@ -294,6 +294,9 @@ class ClaimsParams:
     bootstrap_resamples: int = check(lambda v: v >= 100, "must be 100 or more", default=10000)
     bootstrap_seed: int = 0
     min_repeats: int = check(lambda v: v >= 2, "must be 2 or more", default=3)
+    # A claim naming a variant that params.yaml does not define: an error (a typo in claims.yaml), or,
+    # for a deliberately trimmed params.yaml (quick runs, tests), the claim is reported as not run.
+    on_missing_variant: Literal["error", "not_run"] = "error"
 
 
 @dataclass(frozen=True)

@@ -118,6 +118,7 @@ def shrunk_params(
         for variant in runs[experiment]:
             raw["train"]["runs"][f"{experiment}-{variant}"] = {"experiment": experiment, "variant": variant}
     raw["claims"]["bootstrap_resamples"] = 200
+    raw["claims"]["on_missing_variant"] = "not_run"  # the claims of the variants left out above
     return raw
 
 

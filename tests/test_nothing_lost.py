@@ -11,9 +11,10 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 from mlflow import MlflowClient
 
-from regbench import config, fetch, io, provenance, tracking
+from regbench import claims, config, fetch, io, provenance, tracking
 from regbench.schema import ParamsError
 from tests.conftest import real_params
 
@@ -162,3 +163,43 @@ def test_machine_records_cpu_model_and_instruction_sets(tmp_path):
     described = provenance.machine(cpuinfo)
     assert described["cpu_model"] == "Test CPU 9000"
     assert described["isa"] == ["sse4_2", "avx", "avx2", "fma", "avx512f"]
+
+
+# --- claims.yaml ---------------------------------------------------------------------------------
+
+REGISTRY_FILE = Path(__file__).resolve().parents[1] / "claims.yaml"
+
+
+def write_registry(tmp_path: Path, change=None, text: str | None = None) -> Path:
+    path = tmp_path / "claims.yaml"
+    if text is None:
+        raw = yaml.safe_load(REGISTRY_FILE.read_text())
+        change(raw)
+        text = yaml.safe_dump(raw, sort_keys=False)
+    path.write_text(text)
+    return path
+
+
+def test_a_claim_naming_an_unknown_variant_is_an_error_unless_params_are_trimmed(tmp_path):
+    path = write_registry(tmp_path, lambda raw: raw["claims"][2]["test"].update(variant="dropuot"))
+    registry = claims.load_registry(path)
+    params = config.parse(real_params())
+    with pytest.raises(ParamsError, match=r"'circles.dropout_raises_test' names circles variant\(s\) dropuot"):
+        claims.evaluate(registry, params, tmp_path / "results")
+    trimmed = copy.deepcopy(real_params())
+    trimmed["claims"]["on_missing_variant"] = "not_run"
+    evaluation = claims.evaluate(registry, config.parse(trimmed), tmp_path / "results")
+    assert evaluation["claims"]["circles.dropout_raises_test"]["verdict"] == claims.NOT_RUN
+
+
+def test_a_single_test_must_state_its_line(tmp_path):
+    path = write_registry(tmp_path, lambda raw: raw["claims"][0]["test"].pop("line"))
+    with pytest.raises(ParamsError, match=r"claims.yaml: claims\[0\].test.line = None: a single test needs the line"):
+        claims.load_registry(path)
+
+
+def test_claims_yaml_that_is_not_yaml_is_named_without_a_traceback(tmp_path):
+    path = write_registry(tmp_path, text="claims:\n  - id: x\n    test: {kind: paired\n")
+    named = r"(?s)claims.yaml is not valid YAML: fix the place named here.\n.*line 3, column 11"
+    with pytest.raises(ParamsError, match=named):
+        claims.load_registry(path)
