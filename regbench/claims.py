@@ -103,7 +103,10 @@ def load_registry(path: str | Path) -> Registry:
     """
     path = Path(path)
     with path.open() as handle:
-        raw = yaml.safe_load(handle)
+        try:
+            raw = yaml.safe_load(handle)
+        except yaml.YAMLError as error:
+            raise ParamsError(f"{path.name} is not valid YAML: fix the place named here.\n{error}") from None
     try:
         registry = build(Registry, raw, "")
     except ParamsError as error:
@@ -118,6 +121,9 @@ def load_registry(path: str | Path) -> Registry:
             _fail(path, f"{where}.experiment", claim.experiment, f"must be one of {list(experiment_names())}")
         if claim.test.kind == "level" and claim.published_value is None:
             _fail(path, f"{where}.published_value", None, "a level test needs the published value")
+        if claim.test.kind == "single" and "line" not in raw["claims"][index]["test"]:
+            # A paired difference has a natural line (0); a single value has none, so it must be stated.
+            _fail(path, f"{where}.test.line", None, "a single test needs the line its value is compared with")
     for experiment, variants in registry.published_figures.items():
         for variant, figures in variants.items():
             where = f"published_figures.{experiment}.{variant}"
@@ -389,7 +395,15 @@ def evaluate(registry: Registry, params: Params, results_dir: Path) -> dict[str,
         unknown = [v for v in claim.variants if run_name(params, claim.experiment, v) is None]
         missing = [variant for variant, found in runs.items() if found is None]
         if unknown:
-            # A shrunk params.yaml (quick runs, tests) leaves experiments out; a typo lands here too.
+            configured = params.experiments.get(claim.experiment)
+            if configured is not None and params.claims.on_missing_variant == "error":
+                # The experiment is configured but has no such variant: most likely a typo in claims.yaml.
+                raise ParamsError(
+                    f"claims.yaml: claim {claim.id!r} names {claim.experiment} variant(s) {', '.join(unknown)}, "
+                    f"which params.yaml does not define (its variants: {', '.join(configured.variants)}). Fix "
+                    "the claim, or, with a trimmed params.yaml, set claims.on_missing_variant: not_run"
+                )
+            # A shrunk params.yaml (quick runs, tests) leaves experiments or variants out.
             reason = f"{claim.experiment} variant(s) {', '.join(unknown)} not in params.yaml train.runs"
             entry.update({"verdict": NOT_RUN, "reason": reason})
         elif missing:

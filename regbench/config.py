@@ -116,6 +116,14 @@ class OptimizerParams:
     learning_rate: float = check(positive, "must be a positive number")
     momentum: float = check(lambda v: 0 <= v < 1, "must be in [0, 1)", default=0.0)
 
+    def __post_init__(self) -> None:
+        if self.momentum and self.name != "sgd":
+            # Keras' Adam has no momentum and RMSprop's is not wired through: refuse rather than ignore it.
+            raise ValueError(
+                f"momentum {self.momentum} is given to {self.name}, but only sgd takes a momentum here; "
+                "remove it (or set momentum: 0 where a variant inherits it from the defaults)"
+            )
+
 
 @dataclass(frozen=True)
 class VariantParams:
@@ -274,6 +282,9 @@ class ClaimsParams:
     bootstrap_resamples: int = check(lambda v: v >= 100, "must be 100 or more", default=10000)
     bootstrap_seed: int = 0
     min_repeats: int = check(lambda v: v >= 2, "must be 2 or more", default=3)
+    # A claim naming a variant that params.yaml does not define: an error (a typo in claims.yaml), or,
+    # for a deliberately trimmed params.yaml (quick runs, tests), the claim is reported as not run.
+    on_missing_variant: Literal["error", "not_run"] = "error"
 
 
 @dataclass(frozen=True)

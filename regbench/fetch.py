@@ -190,7 +190,9 @@ def _disk_writes(destination: Path) -> Iterator[None]:
         ) from error
 
 
-def _obtain(source: SourceParams, temporary: Path, params: FetchParams, mirror: Path | None) -> str:
+def _obtain(
+    source: SourceParams, temporary: Path, params: FetchParams, mirror: Path | None, missing_mirror: str = ""
+) -> str:
     """Copy or download ``source`` into ``temporary``; return where it came from."""
     if source.package is not None:
         spec = importlib.util.find_spec(source.package)
@@ -205,12 +207,18 @@ def _obtain(source: SourceParams, temporary: Path, params: FetchParams, mirror: 
         candidate = mirror / source.file
         if candidate.is_file():
             _copy(candidate, temporary)
-            return f"mirror:{candidate}"
+            # The file name only: this record is part of the fetched data that DVC hashes, and the same
+            # data from a mirror at another path must not count as changed.
+            log.info("%s: copied from the mirror %s", source.file, mirror)
+            return f"mirror:{source.file}"
         log.info("%s not in mirror %s; downloading", source.file, mirror)
     try:
         download(source.url, temporary, params)
     except Unreachable as error:
-        where = f"the mirror {mirror} has no {source.file}" if mirror else "no mirror is configured"
+        if mirror is not None:
+            where = f"the mirror {mirror} has no {source.file}"
+        else:
+            where = missing_mirror or "no mirror is configured"
         raise Unreachable(
             f"{error}\n{where}. Without network access, put the upstream file {source.file!r} in a "
             f"directory and point to it with the environment variable {MIRROR_ENV}=<dir> or "
@@ -224,8 +232,11 @@ def fetch_dataset(
 ) -> Fetched:
     """Fetch one dataset into ``out_dir/<file>``, falling back to ``dataset.fallback`` if unreachable."""
     mirror = mirror_directory(params, repo_root)
+    missing_mirror = ""
     if mirror is not None and not mirror.is_dir():
-        log.warning("mirror directory %s does not exist; files will be downloaded", mirror)
+        setting = f"{MIRROR_ENV}={os.environ[MIRROR_ENV]}" if os.environ.get(MIRROR_ENV) else "fetch.mirror"
+        missing_mirror = f"the mirror directory {mirror} (from {setting}) does not exist: fix the path"
+        log.warning("%s; files will be downloaded", missing_mirror)
         mirror = None
     order = [dataset.use] + ([dataset.fallback] if dataset.fallback else [])
     failures = []
@@ -234,7 +245,7 @@ def fetch_dataset(
         target = out_dir / source.file
         try:
             with atomic_path(target) as temporary:
-                origin = _obtain(source, temporary, params, mirror)
+                origin = _obtain(source, temporary, params, mirror, missing_mirror)
                 digest = verify(name, source, temporary, origin)
         except Unreachable as error:
             failures.append(f"[{source_name}] {error}")

@@ -1,8 +1,14 @@
-"""Write outputs so that a failure or a kill leaves nothing half-written behind."""
+"""Write outputs so that a failure or a kill leaves nothing half-written behind.
+
+Temporary files and directories sit beside their target as ``.<name>.p<pid>.<random>.part``: DVC ignores
+them (``.dvcignore``), and the next writer of the same target removes those whose process is gone, so a
+SIGKILL, which no ``finally`` survives, leaves nothing that lasts.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import shutil
@@ -12,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
+
+PART_SUFFIX = ".part"
 
 
 @contextlib.contextmanager
@@ -19,7 +28,8 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path beside ``target``; it replaces ``target`` only if the block succeeds."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    remove_leftovers(target)
+    handle, temporary = tempfile.mkstemp(prefix=_part_prefix(target), suffix=PART_SUFFIX, dir=target.parent)
     os.close(handle)
     temporary = Path(temporary)
     # mkstemp makes owner-only files; outputs should get the usual permissions.
@@ -36,7 +46,8 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
     """Yield a fresh temporary directory; it replaces ``target`` whole only if the block succeeds."""
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent))
+    remove_leftovers(target)
+    temporary = Path(tempfile.mkdtemp(prefix=_part_prefix(target), suffix=PART_SUFFIX, dir=target.parent))
     temporary.chmod(0o777 & ~_umask())
     try:
         yield temporary
@@ -46,6 +57,29 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
     finally:
         if temporary.exists():
             shutil.rmtree(temporary)
+
+
+def _part_prefix(target: Path) -> str:
+    return f".{target.name}.p{os.getpid()}."
+
+
+def remove_leftovers(target: str | Path) -> list[Path]:
+    """Remove the temporary siblings of ``target`` left by writers that no longer run; return them.
+
+    A live writer's (another stage of a parallel queue, say) are left alone.
+    """
+    target = Path(target)
+    removed = []
+    for candidate in target.parent.glob(f".{glob.escape(target.name)}.p*{PART_SUFFIX}"):
+        owner = candidate.name[len(target.name) + 3 :].split(".", 1)[0]
+        if not owner.isdigit() or psutil.pid_exists(int(owner)):
+            continue
+        if candidate.is_dir() and not candidate.is_symlink():
+            shutil.rmtree(candidate, ignore_errors=True)
+        else:
+            candidate.unlink(missing_ok=True)
+        removed.append(candidate)
+    return removed
 
 
 def _umask() -> int:

@@ -65,6 +65,67 @@ def device() -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
+# Instruction-set extensions that decide which kernels (oneDNN, Eigen, XLA) TensorFlow picks, and so
+# the float rounding of a result: the same seed gives bit-identical histories only where these match.
+ISA_FLAGS = (
+    "sse4_2",
+    "avx",
+    "avx2",
+    "fma",
+    "avx512f",
+    "avx512bw",
+    "avx512vl",
+    "avx512_vnni",
+    "avx512_bf16",
+    "avx512_fp16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+)
+# Environment settings that change TensorFlow's kernels or their order of summation.
+KERNEL_ENV = ("TF_ENABLE_ONEDNN_OPTS", "TF_DETERMINISTIC_OPS", "TF_XLA_FLAGS", "OMP_NUM_THREADS", "KERAS_BACKEND")
+
+
+def machine(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> dict[str, object]:
+    """The CPU and the kernel settings that decide float rounding: what a cross-machine difference comes from."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in open(cpuinfo, encoding="utf-8", errors="replace"):  # noqa: SIM115 - one pass, closed on exit
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+                break
+    except OSError:
+        pass
+    return {
+        "cpu_model": model,
+        "architecture": platform.machine(),
+        "cores": os.cpu_count(),
+        "isa": [flag for flag in ISA_FLAGS if flag in flags],
+        "kernel_env": {key: os.environ.get(key) for key in KERNEL_ENV if os.environ.get(key) is not None},
+        **_tensorflow_settings(),
+    }
+
+
+def _tensorflow_settings() -> dict[str, object]:
+    import sys
+
+    if "tensorflow" not in sys.modules:  # a stage that never loaded TensorFlow trained nothing with it
+        return {}
+    import tensorflow as tf
+
+    threading = tf.config.threading
+    return {
+        "tensorflow_threads": {
+            "intra_op": threading.get_intra_op_parallelism_threads(),
+            "inter_op": threading.get_inter_op_parallelism_threads(),
+        },
+        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default (on for x86 builds)"),
+    }
+
+
 def dvc_context() -> dict[str, str]:
     """Set by `dvc exp run` for the commands it runs."""
     return {key: os.environ[key] for key in ("DVC_EXP_NAME", "DVC_EXP_BASELINE_REV", "DVC_ROOT") if key in os.environ}

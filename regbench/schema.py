@@ -68,7 +68,13 @@ def build(cls: type, data: Any, path: str) -> Any:
             if value is not None and not predicate(value):
                 fail(key_path, data[name], allowed)
         values[name] = value
-    return cls(**values)
+    try:
+        return cls(**values)
+    except ParamsError:
+        raise
+    except ValueError as error:
+        # A rule across fields (``__post_init__``): name the section it concerns.
+        fail(path, dict(data), str(error))
 
 
 def convert(hint: Any, value: Any, path: str) -> Any:
@@ -120,6 +126,9 @@ def convert(hint: Any, value: Any, path: str) -> Any:
             fail(path, value, "must be an integer")
         return value
     if hint is float:
+        if isinstance(value, str) and _number_text(value):
+            # PyYAML follows YAML 1.1, where a float needs a dot and a signed exponent: 1e4 stays text.
+            fail(path, value, f"must be a number; YAML reads {value} as text: write {float(value)!r} instead")
         if isinstance(value, bool) or not isinstance(value, int | float):
             fail(path, value, "must be a number")
         return float(value)
@@ -149,6 +158,14 @@ def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
     for key, value in data.items():
         flat.update(flatten(value, _join(prefix, str(key))))
     return flat
+
+
+def _number_text(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return text.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity", "-infinity")
 
 
 def _join(path: str, key: str) -> str:

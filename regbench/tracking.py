@@ -1,27 +1,40 @@
 """MLflow logging: a parent run per train stage, a child run per repeat (and fold, grid member).
 
-The tracking URI is an SQLite file in the repository root unless
-``MLFLOW_TRACKING_URI`` says otherwise; it is set by the stage's ``main()``,
-never at import. Metric histories are sent in batches of up to 1000 values.
+The tracking URI is ``MLFLOW_TRACKING_URI`` when set, else an SQLite file in the root of the
+repository the user ran DVC from (see ``tracking_uri``); it is set by the stage's ``main()``, never
+at import. Metric histories are sent in batches of up to 1000 values.
+
+Several stages may write to one store at once (``dvc queue start -j 2``): first-time creation of an
+SQLite store and of an MLflow experiment are serialized, and a stage only closes a RUNNING run left
+behind when the process that owns it is gone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import psutil
+from filelock import FileLock
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
+from mlflow.exceptions import MlflowException
+from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+log = logging.getLogger(__name__)
+DEFAULT_STORE = "mlflow.db"
 MAX_BATCH = 1000  # MLflow accepts at most 1000 metrics per log_batch call
 STAGE_TAG = "regbench.stage"
+# Who owns a run: a stage closes a RUNNING run as stale only when this process no longer exists.
+OWNER_TAGS = ("regbench.owner.host", "regbench.owner.pid", "regbench.owner.started")
 
 
 class StageKilled(BaseException):
@@ -29,7 +42,65 @@ class StageKilled(BaseException):
 
 
 def tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+    """``MLFLOW_TRACKING_URI`` when set; otherwise ``mlflow.db`` in the repository the user ran DVC from.
+
+    A ``--temp`` or queued ``dvc exp run`` runs its stages in a temporary copy of the repository that DVC
+    deletes afterwards, so a path relative to the working directory would lose every run. DVC sets
+    ``DVC_ROOT`` to the originating repository for those (dvc/repo/experiments/queue/base.py) and to the
+    workspace for a plain ``dvc repro`` (dvc/stage/run.py); outside DVC the working directory is the root.
+    """
+    explicit = os.environ.get("MLFLOW_TRACKING_URI")
+    if explicit:
+        return explicit
+    root = Path(os.environ.get("DVC_ROOT") or Path.cwd())
+    return f"sqlite:///{(root / DEFAULT_STORE).resolve()}"
+
+
+def _sqlite_path(uri: str) -> Path | None:
+    prefix = "sqlite:///"
+    return Path(uri[len(prefix) :]) if uri.startswith(prefix) else None
+
+
+@contextlib.contextmanager
+def _store_lock(uri: str) -> Iterator[None]:
+    """Serialize first-time setup of a local SQLite store across processes.
+
+    MLflow creates an SQLite store's tables on first use without a lock; two processes opening a new file
+    at once race (``table ... already exists``). A server store serializes on its own side.
+    """
+    path = _sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock", timeout=600):
+        yield
+
+
+def owner_tags() -> dict[str, str]:
+    """This process, identified so that another stage can tell whether it still runs."""
+    return {
+        OWNER_TAGS[0]: socket.gethostname(),
+        OWNER_TAGS[1]: str(os.getpid()),
+        OWNER_TAGS[2]: f"{psutil.Process().create_time():.3f}",
+    }
+
+
+def owner_alive(tags: dict[str, str]) -> bool | None:
+    """Whether the process that tagged a run still exists: None when it ran on another host (unknown).
+
+    The start time guards against a recycled pid. Runs of older versions carry no owner: they count as gone,
+    which is what the earlier cleanup assumed for every RUNNING run.
+    """
+    host, pid, started = (tags.get(key) for key in OWNER_TAGS)
+    if host is None or pid is None or started is None:
+        return False
+    if host != socket.gethostname():
+        return None
+    try:
+        return f"{psutil.Process(int(pid)).create_time():.3f}" == started
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return False
 
 
 @contextlib.contextmanager
@@ -51,23 +122,46 @@ class Tracker:
     def __init__(self, experiment_name: str, uri: str | None = None):
         self.uri = uri or tracking_uri()
         mlflow.set_tracking_uri(self.uri)
-        self.client = MlflowClient(self.uri)
-        experiment = self.client.get_experiment_by_name(experiment_name)
-        self.experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(experiment_name)
+        with _store_lock(self.uri):
+            # The client opens (and on first use creates) the store: inside the lock.
+            self.client = MlflowClient(self.uri)
+            self.experiment_id = self._experiment(experiment_name)
+
+    def _experiment(self, name: str) -> str:
+        """Get or create: with another process creating the same experiment, "already exists" means done."""
+        experiment = self.client.get_experiment_by_name(name)
+        if experiment is not None:
+            return experiment.experiment_id
+        try:
+            return self.client.create_experiment(name)
+        except MlflowException as error:
+            if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+                raise
+            return self.client.get_experiment_by_name(name).experiment_id
 
     def close_stale_runs(self, stage: str) -> int:
-        """Runs of this stage left RUNNING by a process killed without warning (SIGKILL) become KILLED."""
-        stale = self.client.search_runs(
+        """Runs of this stage left RUNNING by a process that is gone (SIGKILL, a crash) become KILLED.
+
+        A run whose owner still runs (a parallel queued experiment training the same stage) is left alone,
+        and so is one owned by another host, which cannot be checked from here.
+        """
+        running = self.client.search_runs(
             [self.experiment_id],
             filter_string=f"tags.`{STAGE_TAG}` = '{stage}' and attributes.status = 'RUNNING'",
             max_results=5000,
         )
-        for run in stale:
-            self.client.set_terminated(run.info.run_id, status="KILLED")
-        return len(stale)
+        closed = 0
+        for run in running:
+            alive = owner_alive(run.data.tags)
+            if alive is None:
+                log.info("MLflow run %s of %s is owned by another host; left RUNNING", run.info.run_id, stage)
+            elif not alive:
+                self.client.set_terminated(run.info.run_id, status="KILLED")
+                closed += 1
+        return closed
 
     def start(self, name: str, tags: dict[str, str], params: dict[str, Any], parent: str | None = None) -> str:
-        all_tags = dict(tags)
+        all_tags = {**owner_tags(), **tags}
         if parent is not None:
             all_tags["mlflow.parentRunId"] = parent
         run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)

@@ -8,6 +8,7 @@ import io
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 from pathlib import Path
 
@@ -118,6 +119,7 @@ def shrunk_params(
         for variant in runs[experiment]:
             raw["train"]["runs"][f"{experiment}-{variant}"] = {"experiment": experiment, "variant": variant}
     raw["claims"]["bootstrap_resamples"] = 200
+    raw["claims"]["on_missing_variant"] = "not_run"  # the claims of the variants left out above
     return raw
 
 
@@ -146,3 +148,17 @@ def write_params(repo: Path, raw: dict) -> None:
 
 def gzip_bytes(data: bytes) -> bytes:
     return gzip.compress(data)
+
+
+def dvc_env() -> dict[str, str]:
+    # The stages' `python` must be this interpreter (the project's virtual environment).
+    return {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+
+
+def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    result = subprocess.run(
+        [sys.executable, "-m", "dvc", *args], cwd=repo, capture_output=True, text=True, env=dvc_env()
+    )
+    if check and result.returncode != 0:
+        raise AssertionError(f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+    return result

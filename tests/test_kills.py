@@ -1,0 +1,137 @@
+"""End to end, real DVC and MLflow: a typo, a bad download or a SIGKILL loses no earlier result."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from tests.conftest import copy_repo, dvc, dvc_env, shrunk_params, write_params
+
+pytestmark = pytest.mark.pipeline
+RUNS = {"circles": ["overfit"], "sonar": ["baseline"]}
+OUTPUTS = [
+    "data/raw/sonar/sonar.all-data",
+    "data/raw/sonar/source.json",
+    *(f"results/train/circles-overfit/{name}" for name in ("histories.csv", "runs.json", "manifest.json")),
+    *(f"results/train/circles-overfit/{name}" for name in ("metrics.json", "curves.csv")),
+    "reports/claims.json",
+    "reports/claims_detail.json",
+]
+
+
+def digests(repo: Path) -> dict[str, str]:
+    return {name: hashlib.md5((repo / name).read_bytes()).hexdigest() for name in OUTPUTS}
+
+
+def edit_yaml(path: Path, change) -> str:
+    """Apply ``change`` to the YAML file; return its former text (to put back)."""
+    before = path.read_text()
+    data = yaml.safe_load(before)
+    change(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return before
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory, mirror):
+    repo = copy_repo(tmp_path_factory.mktemp("kills"))
+    write_params(repo, shrunk_params(mirror, RUNS, epochs=2, seeds=(0, 1)))
+    saved = {key: os.environ.pop(key, None) for key in ("MLFLOW_TRACKING_URI", "REGBENCH_MIRROR")}
+    dvc(repo, "repro")
+    yield repo
+    for key, value in saved.items():
+        if value is not None:
+            os.environ[key] = value
+
+
+def test_a_typo_or_a_bad_download_then_the_fix_loses_nothing(repo):
+    before = digests(repo)
+    params, registry = repo / "params.yaml", repo / "claims.yaml"
+
+    good = edit_yaml(params, lambda raw: raw["circles"]["variants"]["overfit"].update(hidden_dropout=1.2))
+    failed = dvc(repo, "repro", check=False)
+    assert failed.returncode != 0 and "circles.variants.overfit.hidden_dropout = 1.2" in failed.stderr
+    assert digests(repo) == before
+    params.write_text(good)
+
+    good = edit_yaml(registry, lambda raw: raw["claims"][0]["test"].update(line="wide"))
+    failed = dvc(repo, "repro", check=False)
+    assert failed.returncode != 0 and "claims.yaml" in failed.stderr
+    assert digests(repo) == before
+    registry.write_text(good)
+
+    # A mirror file that fails verification: the verified copy from before stays.
+    digest_key = ["fetch", "datasets", "sonar", "sources", "uci", "digest"]
+    good = edit_yaml(params, lambda raw: _set(raw, digest_key, "0" * 64))
+    failed = dvc(repo, "repro", "fetch@sonar", check=False)
+    assert failed.returncode != 0 and "failed verification" in failed.stderr
+    assert digests(repo) == before
+    params.write_text(good)
+
+    assert "Data and pipelines are up to date" in dvc(repo, "status").stdout
+    assert digests(repo) == before
+
+
+def _set(data: dict, keys: list[str], value) -> None:
+    for key in keys[:-1]:
+        data = data[key]
+    data[keys[-1]] = value
+
+
+def _stage_process(dvc_process: subprocess.Popen, stage: str) -> psutil.Process | None:
+    for child in psutil.Process(dvc_process.pid).children(recursive=True):
+        try:
+            if f"stages.train {stage}" in " ".join(child.cmdline()):
+                return child
+        except psutil.NoSuchProcess:
+            continue
+    return None
+
+
+def test_sigkill_while_training_leaves_nothing_behind_after_the_rerun(repo):
+    # Long enough to be caught training; a changed param makes DVC rerun the stage.
+    edit_yaml(repo / "params.yaml", lambda raw: raw["circles"]["variants"]["overfit"].update(epochs=3000))
+    uri = f"sqlite:///{repo / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("regbench/circles").experiment_id
+    running = "attributes.status = 'RUNNING' and tags.`regbench.stage` = 'train@circles-overfit'"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro", "train@circles-overfit"],
+        cwd=repo,
+        env=dvc_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        while not client.search_runs([experiment], filter_string=running):
+            assert process.poll() is None and time.monotonic() < deadline, "the stage never started training"
+            time.sleep(0.2)
+        stage = _stage_process(process, "circles-overfit")
+        assert stage is not None
+        stage.send_signal(signal.SIGKILL)
+        assert process.wait(timeout=60) != 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert list((repo / "results/train").glob(".circles-overfit.*.part"))  # what the kill left
+    killed = client.search_runs([experiment], filter_string=running)
+    assert killed
+
+    dvc(repo, "repro")
+    assert not list(repo.glob("results/train/.*.part"))
+    assert "Data and pipelines are up to date" in dvc(repo, "status").stdout
+    assert {client.get_run(run.info.run_id).info.status for run in killed} == {"KILLED"}
+    curves = (repo / "results/train/circles-overfit/curves.csv").read_text().splitlines()
+    assert len(curves) == 1 + 3000 and json.loads((repo / "results/train/circles-overfit/metrics.json").read_text())

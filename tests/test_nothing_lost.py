@@ -1,0 +1,205 @@
+"""Nothing lost: the MLflow store under DVC's temporary workspaces, concurrent writers, kills, bad input."""
+
+from __future__ import annotations
+
+import copy
+import multiprocessing
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from mlflow import MlflowClient
+
+from regbench import claims, config, fetch, io, provenance, tracking
+from regbench.schema import ParamsError
+from tests.conftest import real_params
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+# --- where the store is ------------------------------------------------------------------------
+
+
+def test_default_store_is_in_the_repository_dvc_was_run_from(monkeypatch, tmp_path):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    workspace = tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "tmpabc"
+    workspace.mkdir(parents=True)
+    monkeypatch.chdir(workspace)
+    # A queued or --temp experiment: DVC_ROOT names the originating repository, not the temporary copy.
+    monkeypatch.setenv("DVC_ROOT", str(tmp_path / "repo"))
+    assert tracking.tracking_uri() == f"sqlite:///{tmp_path / 'repo' / 'mlflow.db'}"
+    monkeypatch.delenv("DVC_ROOT")
+    assert tracking.tracking_uri() == f"sqlite:///{workspace / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5999")
+    assert tracking.tracking_uri() == "http://127.0.0.1:5999"
+
+
+# --- many writers, one store -------------------------------------------------------------------
+
+
+def _open_tracker(uri: str, barrier, results) -> None:
+    barrier.wait()
+    try:
+        results.put(tracking.Tracker("regbench/race", uri=uri).experiment_id)
+    except Exception as error:  # reported to the test, which names it
+        results.put(f"{type(error).__name__}: {error}")
+
+
+def test_two_processes_create_a_new_store_and_experiment_at_once(tmp_path):
+    context = multiprocessing.get_context("spawn")
+    for round_ in range(3):
+        uri = f"sqlite:///{tmp_path / f'round{round_}' / 'mlflow.db'}"
+        barrier, results = context.Barrier(2), context.Queue()
+        workers = [context.Process(target=_open_tracker, args=(uri, barrier, results)) for _ in range(2)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join(timeout=120)
+        ids = [results.get(timeout=5) for _ in workers]
+        assert ids[0] == ids[1] and ids[0].isdigit(), ids
+        assert len(MlflowClient(uri).search_experiments(filter_string="name = 'regbench/race'")) == 1
+
+
+def test_stale_cleanup_closes_only_runs_whose_owner_is_gone(tmp_path):
+    tracker = tracking.Tracker("regbench/stale", uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    stage = {tracking.STAGE_TAG: "train@x"}
+    alive = tracker.start("alive", tags=stage, params={})  # owned by this (live) process
+    dead = tracker.start("dead", tags={**stage, tracking.OWNER_TAGS[1]: str(dead_pid())}, params={})
+    remote = tracker.start("remote", tags={**stage, tracking.OWNER_TAGS[0]: "another-host"}, params={})
+    legacy = tracker.client.create_run(tracker.experiment_id, run_name="legacy", tags=stage).info.run_id
+    assert tracker.close_stale_runs("train@x") == 2
+    status = {run: tracker.client.get_run(run).info.status for run in (alive, dead, remote, legacy)}
+    assert status == {alive: "RUNNING", dead: "KILLED", remote: "RUNNING", legacy: "KILLED"}
+    assert socket.gethostname() == tracker.client.get_run(alive).data.tags[tracking.OWNER_TAGS[0]]
+
+
+# --- kills ---------------------------------------------------------------------------------------
+
+
+def test_leftovers_of_a_dead_writer_are_removed_and_a_live_writers_kept(tmp_path):
+    target = tmp_path / "circles-overfit"
+    gone = tmp_path / f".circles-overfit.p{dead_pid()}.x1y2.part"
+    (gone / "sub").mkdir(parents=True)
+    (gone / "sub" / "histories.csv").write_text("half")
+    live = tmp_path / f".circles-overfit.p{os.getpid()}.z3.part"
+    live.mkdir()
+    other = tmp_path / f".circles-overfit_grid.p{dead_pid()}.q.part"  # another target's: not ours to judge
+    other.mkdir()
+    with io.atomic_directory(target) as out:
+        (out / "a.txt").write_text("done")
+    assert not gone.exists() and live.exists() and other.exists()
+    assert (target / "a.txt").read_text() == "done"
+    assert [p.name for p in tmp_path.glob(".circles-overfit.p*.part")] == [live.name]
+
+
+def test_dvc_ignores_temporary_outputs():
+    ignored = Path(__file__).resolve().parents[1].joinpath(".dvcignore").read_text().split()
+    assert ".*.part" in ignored
+
+
+# --- bad input -----------------------------------------------------------------------------------
+
+
+def test_yaml_1e4_is_named_as_text_with_the_fix():
+    raw = copy.deepcopy(real_params())
+    raw["imdb"]["variants"]["bigger"]["optimizer"] = {"name": "rmsprop", "learning_rate": "1e4"}
+    with pytest.raises(ParamsError, match=r"learning_rate = '1e4': must be a number; YAML reads 1e4 as text"):
+        config.parse(raw)
+
+
+def test_momentum_for_an_optimizer_without_one_is_refused():
+    raw = copy.deepcopy(real_params())
+    raw["imdb"]["variants"]["original"] = {"optimizer": {"name": "rmsprop", "learning_rate": 0.001, "momentum": 0.9}}
+    with pytest.raises(ParamsError, match=r"imdb.variants.original.optimizer = .*only sgd takes a momentum"):
+        config.parse(raw)
+    # Inherited from sonar's SGD defaults by a variant that switches to Adam: the message says how to clear it.
+    raw = copy.deepcopy(real_params())
+    raw["sonar"]["variants"]["adam"] = {"optimizer": {"name": "adam", "learning_rate": 0.001}}
+    with pytest.raises(ParamsError, match="set momentum: 0 where a variant inherits it"):
+        config.parse(raw)
+
+
+def test_the_same_data_from_mirrors_at_two_paths_records_the_same_origin(tmp_path, mirror):
+    params = config.parse(real_params()).fetch
+    records = []
+    for name in ("one", "two"):
+        copy_dir = tmp_path / name / "mirror"
+        copy_dir.mkdir(parents=True)
+        (copy_dir / "sonar.all-data").write_bytes((mirror / "sonar.all-data").read_bytes())
+        dataset = params.datasets["sonar"]
+        source = dataset.sources["uci"]
+        with io.atomic_path(tmp_path / name / "sonar.all-data") as temporary:
+            records.append(fetch._obtain(source, temporary, params, copy_dir))
+    assert records == ["mirror:sonar.all-data", "mirror:sonar.all-data"]
+
+
+def test_a_missing_mirror_directory_is_named(tmp_path, monkeypatch):
+    raw = copy.deepcopy(real_params())
+    raw["fetch"].update(retries=0, timeout_s=1)
+    # Nothing listens on the discard port of loopback: the download fails at once, as offline.
+    raw["fetch"]["datasets"]["sonar"]["sources"]["uci"]["url"] = "http://127.0.0.1:9/sonar"
+    params = config.parse(raw).fetch
+    monkeypatch.setenv(fetch.MIRROR_ENV, str(tmp_path / "no-such-dir"))
+    named = r"no-such-dir \(from REGBENCH_MIRROR=.*\) does not exist: fix the path"
+    with pytest.raises(fetch.Unreachable, match=named):
+        fetch.fetch_dataset("sonar", params.datasets["sonar"], params, tmp_path / "out", tmp_path)
+
+
+# --- what produced a result ----------------------------------------------------------------------
+
+
+def test_machine_records_cpu_model_and_instruction_sets(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: fpu sse4_2 avx avx2 fma avx512f\n")
+    described = provenance.machine(cpuinfo)
+    assert described["cpu_model"] == "Test CPU 9000"
+    assert described["isa"] == ["sse4_2", "avx", "avx2", "fma", "avx512f"]
+
+
+# --- claims.yaml ---------------------------------------------------------------------------------
+
+REGISTRY_FILE = Path(__file__).resolve().parents[1] / "claims.yaml"
+
+
+def write_registry(tmp_path: Path, change=None, text: str | None = None) -> Path:
+    path = tmp_path / "claims.yaml"
+    if text is None:
+        raw = yaml.safe_load(REGISTRY_FILE.read_text())
+        change(raw)
+        text = yaml.safe_dump(raw, sort_keys=False)
+    path.write_text(text)
+    return path
+
+
+def test_a_claim_naming_an_unknown_variant_is_an_error_unless_params_are_trimmed(tmp_path):
+    path = write_registry(tmp_path, lambda raw: raw["claims"][2]["test"].update(variant="dropuot"))
+    registry = claims.load_registry(path)
+    params = config.parse(real_params())
+    with pytest.raises(ParamsError, match=r"'circles.dropout_raises_test' names circles variant\(s\) dropuot"):
+        claims.evaluate(registry, params, tmp_path / "results")
+    trimmed = copy.deepcopy(real_params())
+    trimmed["claims"]["on_missing_variant"] = "not_run"
+    evaluation = claims.evaluate(registry, config.parse(trimmed), tmp_path / "results")
+    assert evaluation["claims"]["circles.dropout_raises_test"]["verdict"] == claims.NOT_RUN
+
+
+def test_a_single_test_must_state_its_line(tmp_path):
+    path = write_registry(tmp_path, lambda raw: raw["claims"][0]["test"].pop("line"))
+    with pytest.raises(ParamsError, match=r"claims.yaml: claims\[0\].test.line = None: a single test needs the line"):
+        claims.load_registry(path)
+
+
+def test_claims_yaml_that_is_not_yaml_is_named_without_a_traceback(tmp_path):
+    path = write_registry(tmp_path, text="claims:\n  - id: x\n    test: {kind: paired\n")
+    named = r"(?s)claims.yaml is not valid YAML: fix the place named here.\n.*line 3, column 11"
+    with pytest.raises(ParamsError, match=named):
+        claims.load_registry(path)
