@@ -76,7 +76,18 @@ def describe(arrays: dict[str, Matrix]) -> dict[str, Any]:
 
 
 def save(directory: Path, arrays: dict[str, Matrix], manifest: dict[str, Any]) -> dict[str, Any]:
-    """Write the arrays and a manifest that adds their description and content digest."""
+    """Write the arrays and a manifest that adds their description and content digest.
+
+    A NaN or infinite value would make every run of the experiment diverge at its first epoch with no word
+    about the data, so it stops the prepare stage here, naming the array.
+    """
+    for name, value in arrays.items():
+        if isinstance(value, np.ndarray) and value.dtype.kind == "f" and not np.all(np.isfinite(value)):
+            bad = np.argwhere(~np.isfinite(value))
+            raise ValueError(
+                f"prepared {name} has {len(bad)} NaN or infinite value(s), first at index {bad[0].tolist()}: "
+                "the raw data holds a value that is not a finite number; fix or replace the raw file"
+            )
     flat = {}
     for name, value in arrays.items():
         flat.update(dict(_parts(name, value)))

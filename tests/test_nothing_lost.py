@@ -203,3 +203,28 @@ def test_claims_yaml_that_is_not_yaml_is_named_without_a_traceback(tmp_path):
     named = r"(?s)claims.yaml is not valid YAML: fix the place named here.\n.*line 3, column 11"
     with pytest.raises(ParamsError, match=named):
         claims.load_registry(path)
+
+
+@pytest.mark.parametrize("bad", ["nan", "1e400", "-inf"])
+def test_a_sonar_row_that_is_not_finite_is_named_by_its_line(bad):
+    from regbench.experiments.sonar import parse_sonar
+    from tests.conftest import sonar_bytes
+
+    lines = sonar_bytes(rows=5).decode().splitlines()
+    fields = lines[3].split(",")
+    fields[7] = bad
+    lines[3] = ",".join(fields)
+    with pytest.raises(ValueError, match=rf"sonar.all-data line 4: a feature is NaN, infinite .*'{bad}'"):
+        parse_sonar("\n".join(lines).encode())
+
+
+def test_prepared_arrays_must_be_finite(tmp_path):
+    import numpy as np
+
+    from regbench import datasets
+
+    x = np.ones((3, 2), dtype=np.float32)
+    x[1, 0] = np.inf
+    with pytest.raises(ValueError, match=r"prepared x_train has 1 NaN or infinite value\(s\), first at index \[1, 0\]"):
+        datasets.save(tmp_path, {"x_train": x, "y_train": np.zeros(3, np.float32)}, {})
+    assert not list(tmp_path.iterdir())

@@ -32,6 +32,12 @@ def parse_sonar(data: bytes, name: str = "sonar.all-data") -> tuple[np.ndarray, 
             values = [float(v) for v in row[:60]]
         except ValueError:
             raise DataError(f"{name} line {line_number}: a feature is not a number: {row[:60]}") from None
+        if not np.all(np.isfinite(np.asarray(values, dtype=np.float32))):
+            # nan, inf or a number beyond float32 (1e400): training would diverge at its first epoch.
+            raise DataError(
+                f"{name} line {line_number}: a feature is NaN, infinite or too large for float32: "
+                f"{[v for v in row[:60] if not np.isfinite(np.float32(float(v)))]}; fix or replace the file"
+            )
         label = row[60].strip()
         if label not in ("M", "R"):
             raise DataError(f"{name} line {line_number}: label must be M or R, got {label!r}")

@@ -1,0 +1,66 @@
+"""Queued experiments (`dvc exp run --queue`, `dvc queue start -j 2`) keep every MLflow run, real DVC."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import copy_repo, dvc, dvc_env, shrunk_params, write_params
+
+pytestmark = pytest.mark.pipeline
+
+
+def git(repo, *args: str) -> None:
+    subprocess.run(["git", "-c", "user.name=regbench", "-c", "user.email=tests@regbench", *args], cwd=repo, check=True)
+
+
+def test_two_queued_experiments_in_parallel_keep_all_runs_in_the_repositorys_store(tmp_path, mirror, monkeypatch):
+    # No MLFLOW_TRACKING_URI: the default store must be the repository's, not DVC's temporary workspace.
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("REGBENCH_MIRROR", raising=False)
+    repo = copy_repo(tmp_path / "repo")
+    write_params(repo, shrunk_params(mirror, {"circles": ["overfit"]}, epochs=2, seeds=(0, 1)))
+    git(repo, "add", "-A")
+    git(repo, "commit", "-q", "-m", "fixture")
+    names = ["queued-a", "queued-b"]
+    for name, epochs in zip(names, (3, 4), strict=True):
+        dvc(repo, "exp", "run", "--queue", "-n", name, "-S", f"circles.defaults.epochs={epochs}")
+    assert not (repo / "mlflow.db").exists()  # both workers create the store at once
+    # Not captured: the workers it starts inherit its output, and capturing would wait for them to end.
+    subprocess.run(
+        [sys.executable, "-m", "dvc", "queue", "start", "-j", "2"],
+        cwd=repo,
+        env=dvc_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        check=True,
+    )
+    try:
+        deadline = time.monotonic() + 900
+        while True:
+            status = dvc(repo, "queue", "status").stdout
+            if status.count("Success") == 2 or "Failed" in status:
+                break
+            assert time.monotonic() < deadline, status
+            time.sleep(3)
+    finally:
+        dvc(repo, "queue", "stop", "--kill", check=False)
+    assert status.count("Success") == 2, status + "\n" + dvc(repo, "queue", "logs", names[0], check=False).stdout
+
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("regbench/circles")
+    runs = client.search_runs([experiment.experiment_id], max_results=100)
+    parents = {run.data.tags.get("dvc.exp_name"): run for run in runs if "mlflow.parentRunId" not in run.data.tags}
+    assert set(parents) == set(names)
+    assert len(runs) == 2 * (1 + 2)  # a parent and two repeats per experiment
+    assert {run.info.status for run in runs} == {"FINISHED"}
+    children = {r.data.tags["mlflow.parentRunId"]: r for r in runs if "mlflow.parentRunId" in r.data.tags}
+    epochs = {
+        name: len(client.get_metric_history(children[run.info.run_id].info.run_id, "val_loss"))
+        for name, run in parents.items()
+    }
+    assert epochs == {"queued-a": 3, "queued-b": 4}
