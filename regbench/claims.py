@@ -361,9 +361,7 @@ def _judge_directional(claim: Claim, sample: np.ndarray, settings: ClaimsParams,
     if decision.method[0] != "t":
         result["mde"] = result["mde_standardized"] = None
         if verdict == "inconclusive":
-            result["decided_by"] = (
-                f"no spread: the exact sign-flip p cannot go below 1/2^{len(sample)} = {2.0 ** -len(sample):.4g}"
-            )
+            result["decided_by"] = _no_spread(len(sample))
     if verdict == "inconclusive":
         if spread == 0:
             needed: int | None = stats.sign_flip_repeats(alpha)
@@ -397,9 +395,10 @@ def _judge_level(claim: Claim, sample: np.ndarray, settings: ClaimsParams, seed:
             # Inside the band: show it is inside (the nearer edge decides); outside: show it is outside.
             margin = tolerance - abs(mean - value)
             needed = stats.repeats_needed(abs(margin) / spread, alpha, settings.power)
+    flat = decision.method[0] != "t"
     return {
         "verdict": verdict,
-        "decided_by": str(decision.decided_by[0]),
+        "decided_by": _no_spread(len(sample)) if flat and verdict == "inconclusive" else str(decision.decided_by[0]),
         "method": "TOST, Student t" if decision.method[0] == "t" else "TOST, exact sign-flip (no spread)",
         "p_equivalence": float(decision.p_equivalence[0]),
         "p_outside": float(decision.p_outside[0]),
@@ -410,6 +409,10 @@ def _judge_level(claim: Claim, sample: np.ndarray, settings: ClaimsParams, seed:
         "band": [value - tolerance, value + tolerance],
         "repeats_needed": needed,
     }
+
+
+def _no_spread(repeats: int) -> str:
+    return f"no spread: the exact sign-flip p cannot go below 1/2^{repeats} = {2.0**-repeats:.4g}"
 
 
 def holm(p_values: Mapping[str, float]) -> dict[str, float]:
