@@ -26,6 +26,7 @@ and by tests/test_stats.py at n = 3, 5, 10, 20):
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -246,6 +247,7 @@ def power(effect: float, repeats: int, alpha: float) -> float:
     return float(stats.nct.sf(critical, freedom, effect * np.sqrt(repeats)))
 
 
+@functools.lru_cache(maxsize=256)  # depends on n only: the same for every claim, and for every draw of a simulation
 def minimum_detectable_effect(repeats: int, alpha: float, target: float) -> float | None:
     """The standardized effect the one-sided t test detects with probability ``target`` at this n."""
     if repeats < 2:
