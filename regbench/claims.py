@@ -327,9 +327,11 @@ def _judge_directional(claim: Claim, sample: np.ndarray, settings: ClaimsParams,
         sample, test.line, test.direction, effect_floor, settings.confidence, settings.sign_flip_exact_max, seed
     )
     sign = 1.0 if test.direction == "greater" else -1.0
-    beyond = sign * (float(sample.mean()) - test.line)
+    beyond = sign * (float(sample.mean()) - test.line) + 0.0  # + 0.0: no "-0" for a "less" claim
     spread = float(sample.std(ddof=1))
-    d_z = stats.standardized_effect(sample, test.line)
+    # Effects are oriented towards the claim: positive means on the claimed side, for "less" claims too.
+    raw_dz = stats.standardized_effect(sample, test.line)
+    d_z = None if raw_dz is None else sign * raw_dz
     mde = stats.minimum_detectable_effect(len(sample), alpha, settings.power)
     verdict = str(decision.verdict[0])
     result: dict[str, Any] = {

@@ -344,7 +344,9 @@ def _directional_lines(entry: Mapping[str, Any]) -> list[str]:
         f"(its smallest possible value at {entry['repeats']} repeats: {_fmt(floor, 3)})",
     ]
     improvement = entry["improvement"]
-    d_z = f"Cohen's d_z = {_fmt(entry['cohens_dz'], 3)}; " if entry.get("cohens_dz") is not None else ""
+    d_z = (
+        f"Cohen's d_z towards the claim = {_fmt(entry['cohens_dz'], 3)}; " if entry.get("cohens_dz") is not None else ""
+    )
     lines.append(
         f"- Effect beyond the line {_fmt(entry['line'])}: {_fmt(entry['effect_beyond_line'])} "
         f"(its interval is the measured one, shifted by the line); {d_z}{improvement['count']} of "
@@ -411,7 +413,7 @@ def how_to_read(evaluation: Mapping[str, Any], params: Params) -> list[str]:
         f"- **BCa bootstrap** intervals are shown from {settings.bca_min_repeats} repeats on; with fewer they cover "
         "far less than nominal (simulated: about 85 % at 5 repeats, 89 % at 10, 93 % at 20 for 95 %).",
         "- **Effect sizes**: the mean difference with its interval, Cohen's d_z (mean beyond the line / standard "
-        "deviation of the per-repeat values) and the share of repeats on the claimed side with a Clopper-Pearson "
+        "deviation of the per-repeat values, positive on the claimed side) and the share of repeats on the claimed side with a Clopper-Pearson "
         "interval. The minimum detectable effect is the one these repeats find with "
         f"{settings.power:.0%} power.",
         f"- **Multiple comparisons**: each verdict is at the per-claim level; Holm's step-down correction over the "
