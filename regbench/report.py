@@ -413,9 +413,9 @@ def how_to_read(evaluation: Mapping[str, Any], params: Params) -> list[str]:
         f"- **BCa bootstrap** intervals are shown from {settings.bca_min_repeats} repeats on; with fewer they cover "
         "far less than nominal (simulated: about 85 % at 5 repeats, 89 % at 10, 93 % at 20 for 95 %).",
         "- **Effect sizes**: the mean difference with its interval, Cohen's d_z (mean beyond the line / standard "
-        "deviation of the per-repeat values, positive on the claimed side) and the share of repeats on the claimed side with a Clopper-Pearson "
-        "interval. The minimum detectable effect is the one these repeats find with "
-        f"{settings.power:.0%} power.",
+        "deviation of the per-repeat values, positive on the claimed side) and the share of repeats on the "
+        "claimed side with a Clopper-Pearson interval. The minimum detectable effect is the one these repeats "
+        f"find with {settings.power:.0%} power.",
         f"- **Multiple comparisons**: each verdict is at the per-claim level; Holm's step-down correction over the "
         f"{summary['directional_tested']} directional claims leaves {summary['holm_significant']} significant at "
         f"{_fmt(alpha)}.",
