@@ -331,7 +331,7 @@ def _judge_directional(claim: Claim, sample: np.ndarray, settings: ClaimsParams,
     spread = float(sample.std(ddof=1))
     # Effects are oriented towards the claim: positive means on the claimed side, for "less" claims too.
     raw_dz = stats.standardized_effect(sample, test.line)
-    d_z = None if raw_dz is None else sign * raw_dz
+    d_z = None if raw_dz is None else sign * raw_dz + 0.0
     mde = stats.minimum_detectable_effect(len(sample), alpha, settings.power)
     verdict = str(decision.verdict[0])
     result: dict[str, Any] = {
