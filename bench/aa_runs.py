@@ -9,7 +9,8 @@ The same variant (circles `overfit`, synthetic `baseline`) is trained by the rea
 disjoint seed sets, A and B, ``--seeds`` each. A and B differ only by seed, so every difference the
 claims code finds between them is noise. The claims code then judges B against A as if they were two
 variants, ``--draws`` times over resampled halves: each draw picks ``n`` of A's repeats and ``n`` of B's
-(without replacement) and pairs them in order, as a claim pairs repeats by seed. Measures and tests
+(without replacement) and pairs them in order, as a claim pairs repeats by seed; a second set of draws
+splits the 2 x ``--seeds`` runs pooled at random instead (exact exchangeability in every draw). Measures and tests
 are those of the real claims on these experiments:
 
 - paired, both directions, line 0: circles final val_accuracy (``circles.dropout_raises_test``) and
@@ -80,18 +81,29 @@ def old_bootstrap_verdict(sample: np.ndarray, direction: str, rng: np.random.Gen
     return "reproduced" if low > 0 else ("refuted" if high <= 0 else "inconclusive")
 
 
-def judge_draws(a: np.ndarray, b: np.ndarray, n: int, draws: int, settings, rng) -> dict[str, dict[str, float]]:
-    """Paired A/A claims on ``draws`` resampled halves of ``n`` repeats: verdict rates per rule."""
+def judge_draws(
+    a: np.ndarray, b: np.ndarray, n: int, draws: int, settings, rng, pooled: bool
+) -> dict[str, dict[str, float]]:
+    """Paired A/A claims on ``draws`` resampled halves of ``n`` repeats: verdict rates per rule.
+
+    ``pooled``: both sides of a draw come from A and B's repeats pooled (a random split), so the two
+    sides are exchangeable in every draw; otherwise each side comes from its own seed set, and every
+    draw shares the (noise) difference between the two fixed sets of 20 runs.
+    """
     counts = {"t, greater": {}, "t, less": {}, "old bootstrap, greater": {}, "old bootstrap, less": {}}
+    pool = np.concatenate([a, b])
     for _ in range(draws):
-        pick_a = rng.choice(len(a), n, replace=False)
-        pick_b = rng.choice(len(b), n, replace=False)
-        values = {"b": dict(enumerate(b[pick_b])), "a": dict(enumerate(a[pick_a]))}
+        if pooled:
+            picks = rng.choice(len(pool), 2 * n, replace=False)
+            side_a, side_b = pool[picks[:n]], pool[picks[n:]]
+        else:
+            side_a, side_b = a[rng.choice(len(a), n, replace=False)], b[rng.choice(len(b), n, replace=False)]
+        values = {"b": dict(enumerate(side_b)), "a": dict(enumerate(side_a))}
         for direction in ("greater", "less"):
             test = claims.Test(kind="paired", variant="b", versus="a", direction=direction, smallest_effect=0.0)
             verdict = claims.judge(claim("aa.paired", "circles", "val_accuracy", test), values, settings)["verdict"]
             _count(counts[f"t, {direction}"], verdict)
-            old = old_bootstrap_verdict(b[pick_b] - a[pick_a], direction, rng)
+            old = old_bootstrap_verdict(side_b - side_a, direction, rng)
             _count(counts[f"old bootstrap, {direction}"], old)
     return {rule: {v: c / draws for v, c in tally.items()} for rule, tally in counts.items()}
 
@@ -144,20 +156,25 @@ def main() -> None:
         )
     lines += [
         "",
-        "| measure | repeats | rule | direction | false 'reproduced' | 'refuted' (wrong side of the line: also false)"
-        " | inconclusive |",
-        "|---|---|---|---|---|---|---|",
+        "Sides: 'seed sets' draws each side from its own 20 seeds (every draw shares the noise difference of the "
+        "two fixed sets); 'pooled' draws both sides from the 40 runs pooled (a random split: exchangeable).",
+        "",
+        "| measure | sides | repeats | rule | direction | false 'reproduced' |"
+        " 'refuted' (wrong side of the line: also false) | inconclusive |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, (sides, metric) in measures.items():
         a, b = values_of(sides["A"], metric), values_of(sides["B"], metric)
-        for n in args.sizes:
-            rates = judge_draws(a, b, n, args.draws, settings, rng)
-            for rule, verdicts in rates.items():
-                method, direction = rule.split(", ")
-                lines.append(
-                    f"| {name} | {n} | {method} | {direction} | {verdicts.get('reproduced', 0):.2%} | "
-                    f"{verdicts.get('refuted', 0):.2%} | {verdicts.get('inconclusive', 0):.2%} |"
-                )
+        for pooled in (False, True):
+            for n in args.sizes:
+                rates = judge_draws(a, b, n, args.draws, settings, rng, pooled)
+                for rule, verdicts in rates.items():
+                    method, direction = rule.split(", ")
+                    lines.append(
+                        f"| {name} | {'pooled' if pooled else 'seed sets'} | {n} | {method} | {direction} | "
+                        f"{verdicts.get('reproduced', 0):.2%} | {verdicts.get('refuted', 0):.2%} | "
+                        f"{verdicts.get('inconclusive', 0):.2%} |"
+                    )
     a, b = values_of(synthetic["A"], "test_accuracy"), values_of(synthetic["B"], "test_accuracy")
     lines += [
         "",

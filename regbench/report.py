@@ -410,8 +410,9 @@ def how_to_read(evaluation: Mapping[str, Any], params: Params) -> list[str]:
         "patterns) is shown beside each t p-value. It cannot go below 1/2^n (1/32 at 5 repeats), so on its own "
         f"it could never decide at {_fmt(alpha)} with 5 repeats. It decides instead of t only when every repeat "
         "gives the same value (the t statistic is then undefined).",
-        f"- **BCa bootstrap** intervals are shown from {settings.bca_min_repeats} repeats on; with fewer they cover "
-        "far less than nominal (simulated: about 85 % at 5 repeats, 89 % at 10, 93 % at 20 for 95 %).",
+        f"- **BCa bootstrap** intervals are shown, for comparison only, from {settings.bca_min_repeats} repeats on: "
+        "at a handful of repeats they cover far less than nominal (simulated, `bench/bca_coverage.md`: 85 % at 5 "
+        "repeats, 90 % at 10, 91 % at 20 for normal values and a nominal 95 %; the t interval 93-96 %).",
         "- **Effect sizes**: the mean difference with its interval, Cohen's d_z (mean beyond the line / standard "
         "deviation of the per-repeat values, positive on the claimed side) and the share of repeats on the "
         "claimed side with a Clopper-Pearson interval. The minimum detectable effect is the one these repeats "
