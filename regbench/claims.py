@@ -3,8 +3,10 @@
 The registry (``claims.yaml``) declares each claim as data: a measure that
 reduces one run's history to a number, and a test that compares the
 per-repeat values of one variant with another variant (paired by seed), with a
-line, or with a published level. Each claim gets a seeded bootstrap interval of
-the mean over repeats and a verdict: reproduced, refuted or inconclusive.
+line, or with a published level. Each claim gets a Student t interval of the mean
+over repeats, a one-sided p-value (or an equivalence p-value for a level), effect
+sizes, power and a verdict: reproduced, refuted or inconclusive, with the rule that
+decided it. The methods and why they were chosen are in ``regbench.stats``.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any, Literal
 import numpy as np
 import yaml
 
+from regbench import stats
 from regbench.config import ClaimsParams, Params
 from regbench.experiments import names as experiment_names
 from regbench.io import read_json
@@ -62,6 +65,8 @@ class Test:
     direction: Literal["greater", "less"] | None = None
     line: float = 0.0
     tolerance: float | None = check(lambda v: v > 0, "must be a positive tolerance", default=None)
+    # The smallest effect of interest beyond the line (directional tests); default: half the published one.
+    smallest_effect: float | None = check(lambda v: v >= 0, "must be 0 or more", default=None)
 
     def __post_init__(self) -> None:
         if (self.kind == "paired") != (self.versus is not None):
@@ -70,6 +75,10 @@ class Test:
             raise ParamsError(f"claims.yaml: test {self.kind!r}: 'tolerance' is required for level and only for level")
         if (self.kind == "level") == (self.direction is not None):
             raise ParamsError(f"claims.yaml: test {self.kind!r}: 'direction' is required unless the test is level")
+        if self.kind == "level" and self.smallest_effect is not None:
+            raise ParamsError(
+                "claims.yaml: test 'level': its band is the tolerance; 'smallest_effect' is for directional tests"
+            )
 
 
 @dataclass(frozen=True)
@@ -124,6 +133,13 @@ def load_registry(path: str | Path) -> Registry:
         if claim.test.kind == "single" and "line" not in raw["claims"][index]["test"]:
             # A paired difference has a natural line (0); a single value has none, so it must be stated.
             _fail(path, f"{where}.test.line", None, "a single test needs the line its value is compared with")
+        if claim.test.kind != "level" and claim.test.smallest_effect is None and claim.published_value is None:
+            _fail(
+                path,
+                f"{where}.test.smallest_effect",
+                None,
+                "declare the smallest effect of interest (no published_value to take half of)",
+            )
     for experiment, variants in registry.published_figures.items():
         for variant, figures in variants.items():
             where = f"published_figures.{experiment}.{variant}"
@@ -242,57 +258,26 @@ def per_repeat(runs: Sequence[Run], spec: Measure, member: str | None = None) ->
 # --- statistics --------------------------------------------------------------
 
 
-def bootstrap_means(values: np.ndarray, resamples: int, seed: int, claim_id: str) -> np.ndarray:
-    """Means of resamples (with replacement) of the repeats.
+def smallest_effect(claim: Claim) -> float:
+    """The smallest effect of interest beyond the line, on the claimed side (measure units).
 
-    The stream is seeded by the claim id too, so adding a claim leaves every other claim's interval as it was.
+    Declared in claims.yaml (``test.smallest_effect``), or by default half the published value's
+    distance beyond the line: an interval wholly below it excludes the published effect with room to
+    spare, so the claim as published is refuted. Level claims have a band instead.
     """
-    rng = np.random.default_rng([seed, zlib.crc32(claim_id.encode())])
-    picks = rng.integers(0, len(values), size=(resamples, len(values)))
-    return values[picks].mean(axis=1)
-
-
-def bootstrap_interval(values: np.ndarray, settings: ClaimsParams, key: str) -> tuple[float, float, np.ndarray]:
-    """The seeded bootstrap interval (at ``settings.confidence``) of the mean, and the resampled means."""
-    boot = bootstrap_means(values, settings.bootstrap_resamples, settings.bootstrap_seed, key)
-    alpha = 1.0 - settings.confidence
-    low, high = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
-    return float(low), float(high), boot
-
-
-def directional_verdict(low: float, high: float, line: float, direction: str) -> str:
-    """Reproduced: the interval lies on the claimed side of the line; refuted: on the other side or on it."""
-    if direction == "less":
-        low, high, line = -high, -low, -line
-    if low > line:
-        return "reproduced"
-    if high <= line:
-        return "refuted"
-    return "inconclusive"
-
-
-def level_verdict(low: float, high: float, value: float, tolerance: float) -> str:
-    """Reproduced: the interval lies within value +/- tolerance; refuted: it lies wholly outside."""
-    if value - tolerance <= low and high <= value + tolerance:
-        return "reproduced"
-    if high < value - tolerance or low > value + tolerance:
-        return "refuted"
-    return "inconclusive"
-
-
-def holm(p_values: Mapping[str, float]) -> dict[str, float]:
-    """Holm-Bonferroni adjusted p-values (step-down, monotone)."""
-    ordered = sorted(p_values.items(), key=lambda item: item[1])
-    count = len(ordered)
-    adjusted, running = {}, 0.0
-    for rank, (key, p) in enumerate(ordered):
-        running = max(running, min(1.0, (count - rank) * p))
-        adjusted[key] = running
-    return adjusted
+    test = claim.test
+    if test.smallest_effect is not None:
+        return float(test.smallest_effect)
+    if claim.published_value is None:
+        raise ParamsError(
+            f"claims.yaml: claim {claim.id}: no published_value, so test.smallest_effect must be declared"
+        )
+    sign = 1.0 if test.direction == "greater" else -1.0
+    return max(0.0, sign * (claim.published_value - test.line)) / 2.0
 
 
 def judge(claim: Claim, values: Mapping[str, dict[int, Any]], settings: ClaimsParams) -> dict[str, Any]:
-    """The verdict of one claim from the per-repeat values of its variant(s)."""
+    """The verdict of one claim from the per-repeat values of its variant(s); the methods are in regbench.stats."""
     test = claim.test
     a = values[test.variant]
     if test.kind == "paired":
@@ -318,33 +303,156 @@ def judge(claim: Claim, values: Mapping[str, dict[int, Any]], settings: ClaimsPa
         "values": [round(float(v), 6) for v in sample],
         "variant_means": means,
     }
-    if len(repeats) == 0:
-        return {**result, "verdict": "inconclusive", "reason": "no repeat finished without diverging"}
+    if len(repeats) < 2:
+        reason = "no repeat finished without diverging" if not repeats else "one repeat: no spread to test against"
+        return {**result, "verdict": "inconclusive", "reason": reason}
+    alpha = stats.one_sided_alpha(settings.confidence)
     mean = float(sample.mean())
-    low, high, boot = bootstrap_interval(sample, settings, claim.id)
-    spread = float(sample.std(ddof=1)) if len(sample) > 1 else 0.0
-    result.update({"mean": mean, "ci_low": low, "ci_high": high, "std": spread})
+    spread = float(sample.std(ddof=1))
+    seed = [settings.bootstrap_seed, zlib.crc32(claim.id.encode())]
+    result.update({"mean": mean, "std": spread, "alpha_one_sided": alpha})
     if test.kind == "level":
-        value, tolerance = float(claim.published_value), float(test.tolerance)
-        verdict = level_verdict(low, high, value, tolerance)
-        result.update(
-            {
-                "published_in_interval": bool(low <= value <= high),
-                "distance_to_published": mean - value,
-                "band": [value - tolerance, value + tolerance],
-            }
-        )
+        result.update(_judge_level(claim, sample, settings, seed))
     else:
-        verdict = directional_verdict(low, high, test.line, test.direction)
-        wrong_side = boot <= test.line if test.direction == "greater" else boot >= test.line
-        # One-sided bootstrap p-value for "the mean is on the claimed side of the line".
-        result["p_value"] = float((1 + np.count_nonzero(wrong_side)) / (len(boot) + 1))
-        result["line"] = test.line
+        result.update(_judge_directional(claim, sample, settings, seed))
+    result["sign_flip_floor"] = stats.sign_flip_floor(len(sample), settings.sign_flip_exact_max)
+    if len(sample) >= settings.bca_min_repeats:
+        low, high = stats.bca_interval(sample, settings.confidence, settings.bootstrap_resamples, seed)
+        result["bca_interval"] = [low, high]
     if len(repeats) < settings.min_repeats:
         result["reason"] = f"only {len(repeats)} repeats (claims.min_repeats = {settings.min_repeats})"
-        verdict = "inconclusive"
-    result["verdict"] = verdict
+        result["verdict"] = "inconclusive"
+        result["decided_by"] = "too few repeats"
     return result
+
+
+def _judge_directional(claim: Claim, sample: np.ndarray, settings: ClaimsParams, seed: list[int]) -> dict[str, Any]:
+    test = claim.test
+    alpha = stats.one_sided_alpha(settings.confidence)
+    effect_floor = smallest_effect(claim)
+    decision = stats.decide_directional(
+        sample, test.line, test.direction, effect_floor, settings.confidence, settings.sign_flip_exact_max, seed
+    )
+    sign = 1.0 if test.direction == "greater" else -1.0
+    beyond = sign * (float(sample.mean()) - test.line) + 0.0  # + 0.0: no "-0" for a "less" claim
+    spread = float(sample.std(ddof=1))
+    # Effects are oriented towards the claim: positive means on the claimed side, for "less" claims too.
+    raw_dz = stats.standardized_effect(sample, test.line)
+    d_z = None if raw_dz is None else sign * raw_dz + 0.0
+    mde = stats.minimum_detectable_effect(len(sample), alpha, settings.power)
+    verdict = str(decision.verdict[0])
+    result: dict[str, Any] = {
+        "verdict": verdict,
+        "decided_by": str(decision.decided_by[0]),
+        "method": "Student t" if decision.method[0] == "t" else "exact sign-flip (no spread: t undefined)",
+        "p_value": float(decision.p_value[0]),
+        "p_below_smallest_effect": float(decision.p_smallest_effect[0]),
+        "p_sign_flip": float(
+            stats.sign_flip_p(sample, test.line, test.direction, settings.sign_flip_exact_max, seed)[0]
+        ),
+        "ci_low": float(decision.ci_low[0]),
+        "ci_high": float(decision.ci_high[0]),
+        "line": test.line,
+        "smallest_effect": effect_floor,
+        "effect_beyond_line": beyond,
+        # The largest effect beyond the line the interval allows: "no effect of the published size: at most X".
+        "effect_at_most": sign * ((decision.ci_high if sign > 0 else decision.ci_low)[0] - test.line),
+        "cohens_dz": d_z,
+        "improvement": stats.improvement_share(sample, test.line, test.direction, settings.confidence),
+        "power": settings.power,
+        "mde_standardized": mde,
+        "mde": None if mde is None else mde * spread,
+        "repeats_needed": None,
+    }
+    result["effect_at_most"] = float(result["effect_at_most"])
+    # A real effect beyond the line that is still shown smaller than the smallest effect of interest.
+    result["below_smallest_effect"] = bool(verdict == "reproduced" and decision.p_smallest_effect[0] < alpha)
+    if decision.method[0] != "t":
+        result["mde"] = result["mde_standardized"] = None
+        if verdict == "inconclusive":
+            result["decided_by"] = _no_spread(len(sample))
+    if verdict == "inconclusive":
+        if spread == 0:
+            needed: int | None = stats.sign_flip_repeats(alpha)
+        else:
+            # Either show the effect beyond the line or show it below the smallest effect of interest,
+            # whichever the observed mean and spread make quicker (an estimate: both are noisy at small n).
+            candidates = [
+                stats.repeats_needed(beyond / spread, alpha, settings.power),
+                stats.repeats_needed((effect_floor - beyond) / spread, alpha, settings.power),
+            ]
+            found = [n for n in candidates if n is not None]
+            needed = min(found) if found else None
+        result["repeats_needed"] = needed
+    return result
+
+
+def _judge_level(claim: Claim, sample: np.ndarray, settings: ClaimsParams, seed: list[int]) -> dict[str, Any]:
+    value, tolerance = float(claim.published_value), float(claim.test.tolerance)
+    alpha = stats.one_sided_alpha(settings.confidence)
+    decision = stats.decide_level(
+        sample, value - tolerance, value + tolerance, settings.confidence, settings.sign_flip_exact_max, seed
+    )
+    mean, spread = float(sample.mean()), float(sample.std(ddof=1))
+    low, high = float(decision.ci_low[0]), float(decision.ci_high[0])
+    verdict = str(decision.verdict[0])
+    needed = None
+    if verdict == "inconclusive":
+        if spread == 0:
+            needed = stats.sign_flip_repeats(alpha)
+        else:
+            # Inside the band: show it is inside (the nearer edge decides); outside: show it is outside.
+            margin = tolerance - abs(mean - value)
+            needed = stats.repeats_needed(abs(margin) / spread, alpha, settings.power)
+    flat = decision.method[0] != "t"
+    return {
+        "verdict": verdict,
+        "decided_by": _no_spread(len(sample)) if flat and verdict == "inconclusive" else str(decision.decided_by[0]),
+        "method": "TOST, Student t" if decision.method[0] == "t" else "TOST, exact sign-flip (no spread)",
+        "p_equivalence": float(decision.p_equivalence[0]),
+        "p_outside": float(decision.p_outside[0]),
+        "ci_low": low,
+        "ci_high": high,
+        "published_in_interval": bool(low <= value <= high),
+        "distance_to_published": mean - value,
+        "band": [value - tolerance, value + tolerance],
+        "repeats_needed": needed,
+    }
+
+
+def _no_spread(repeats: int) -> str:
+    return f"no spread: the exact sign-flip p cannot go below 1/2^{repeats} = {2.0**-repeats:.4g}"
+
+
+def holm(p_values: Mapping[str, float]) -> dict[str, float]:
+    """Holm-Bonferroni adjusted p-values (step-down, monotone)."""
+    ordered = sorted(p_values.items(), key=lambda item: item[1])
+    count = len(ordered)
+    adjusted, running = {}, 0.0
+    for rank, (key, p) in enumerate(ordered):
+        running = max(running, min(1.0, (count - rank) * p))
+        adjusted[key] = running
+    return adjusted
+
+
+def family_caveat(repeats: Sequence[int], family: int, alpha: float, exact_max: int) -> str | None:
+    """In words, when the distribution-free test cannot make any claim of the family significant at this n."""
+    if family == 0 or not repeats:
+        return None
+    fewest = min(repeats)
+    floor = stats.sign_flip_floor(fewest, exact_max)
+    if floor * family < alpha:
+        return None
+    return (
+        f"With {fewest} repeats the exact sign-flip test cannot give a p-value below {floor:.4g} (1/2^{fewest}); "
+        f"Holm's first threshold over {family} directional claims is {alpha:g}/{family} = {alpha / family:.4g}, so no "
+        f"claim can be family-wise significant without the t test's assumption of a roughly normal mean; "
+        f"the distribution-free test needs at least {_family_repeats(family, alpha)} repeats for that."
+    )
+
+
+def _family_repeats(family: int, alpha: float) -> int:
+    return stats.sign_flip_repeats(alpha / family)
 
 
 def _mean_of(values: Mapping[int, Any], repeats: Sequence[int]) -> float | None:
@@ -412,20 +520,31 @@ def evaluate(registry: Registry, params: Params, results_dir: Path) -> dict[str,
             values = {variant: per_repeat(found, claim.measure) for variant, found in runs.items()}
             entry.update(judge(claim, values, params.claims))
         detail[claim.id] = entry
+    settings = params.claims
+    alpha = stats.one_sided_alpha(settings.confidence)
     p_values = {cid: e["p_value"] for cid, e in detail.items() if "p_value" in e}
     adjusted = holm(p_values)
     for cid, p_holm in adjusted.items():
         detail[cid]["p_holm"] = p_holm
     tested = [e for e in detail.values() if e["verdict"] != NOT_RUN]
+    repeats = sorted({e["repeats"] for e in tested if e.get("repeats", 0) >= 2})
     summary = {
         "claims": len(detail),
         "tested": len(tested),
         **{name: sum(e["verdict"] == name for e in tested) for name in VERDICTS},
         "directional_tested": len(p_values),
-        "holm_significant": sum(p < 1 - params.claims.confidence for p in adjusted.values()),
+        "alpha_one_sided": alpha,
+        "holm_significant": sum(p < alpha for p in adjusted.values()),
+        "family_caveat": family_caveat(
+            [detail[c]["repeats"] for c in p_values], len(p_values), alpha, settings.sign_flip_exact_max
+        ),
+    }
+    calibration = {
+        str(n): stats.calibration(n, settings.confidence, settings.calibration_draws, settings.bootstrap_seed)
+        for n in repeats
     }
     published = {e: {v: dict(m) for v, m in variants.items()} for e, variants in registry.published_figures.items()}
-    return {"summary": summary, "claims": detail, "published_figures": published}
+    return {"summary": summary, "claims": detail, "published_figures": published, "calibration": calibration}
 
 
 def metrics_view(evaluation: Mapping[str, Any]) -> dict[str, Any]:
@@ -433,11 +552,33 @@ def metrics_view(evaluation: Mapping[str, Any]) -> dict[str, Any]:
     view: dict[str, Any] = {"summary": evaluation["summary"], "claims": {}}
     for cid, entry in evaluation["claims"].items():
         row: dict[str, Any] = {"verdict": entry["verdict"], "verdict_code": VERDICTS.get(entry["verdict"])}
-        for key in ("mean", "ci_low", "ci_high", "repeats", "p_holm", "distance_to_published"):
+        for key in METRIC_KEYS:
             if key in entry:
                 row[key] = round(entry[key], 6) if isinstance(entry[key], float) else entry[key]
+        if "improvement" in entry:
+            row["improvement_share"] = round(entry["improvement"]["share"], 6)
         view["claims"][cid] = row
     return view
+
+
+# What reports/claims.json (the DVC metrics file) keeps of each claim; claims_detail.json has everything.
+METRIC_KEYS = (
+    "decided_by",
+    "method",
+    "mean",
+    "ci_low",
+    "ci_high",
+    "repeats",
+    "p_value",
+    "p_holm",
+    "p_sign_flip",
+    "p_equivalence",
+    "distance_to_published",
+    "smallest_effect",
+    "cohens_dz",
+    "mde",
+    "repeats_needed",
+)
 
 
 def tag_mlflow_runs(evaluation: Mapping[str, Any], results_dir: Path) -> int:

@@ -278,10 +278,19 @@ class TrainParams:
 
 @dataclass(frozen=True)
 class ClaimsParams:
+    # Two-sided interval level; every one-sided decision is then made at (1 - confidence) / 2.
     confidence: float = check(lambda v: 0.5 < v < 1, "must be in (0.5, 1)", default=0.95)
+    # BCa bootstrap (reported from bca_min_repeats repeats on, where it covers near nominal).
     bootstrap_resamples: int = check(lambda v: v >= 100, "must be 100 or more", default=10000)
     bootstrap_seed: int = 0
+    bca_min_repeats: int = check(lambda v: v >= 3, "must be 3 or more", default=20)
     min_repeats: int = check(lambda v: v >= 2, "must be 2 or more", default=3)
+    # Power for the minimum detectable effect and the repeats needed.
+    power: float = check(lambda v: 0 < v < 1, "must be in (0, 1)", default=0.8)
+    # The sign-flip test enumerates all 2**n sign patterns up to this many repeats, samples 2**this beyond.
+    sign_flip_exact_max: int = check(lambda v: 4 <= v <= 20, "must be in [4, 20]", default=16)
+    # Simulated draws per null distribution for the calibration shown in the report.
+    calibration_draws: int = check(lambda v: v >= 100, "must be 100 or more", default=4000)
     # A claim naming a variant that params.yaml does not define: an error (a typo in claims.yaml), or,
     # for a deliberately trimmed params.yaml (quick runs, tests), the claim is reported as not run.
     on_missing_variant: Literal["error", "not_run"] = "error"

@@ -11,6 +11,8 @@ from regbench.schema import ParamsError
 from tests.conftest import REPO_ROOT, real_params
 
 SETTINGS = config.ClaimsParams(confidence=0.95, bootstrap_resamples=2000, bootstrap_seed=0, min_repeats=3)
+# The verdict rules changed from a percentile bootstrap to Student t / TOST (regbench.stats): constructed data
+# below keep their verdicts; expectations were only added (method, decided_by, effect sizes, repeats needed).
 
 
 def run_with(repeat=0, fold=None, status="ok", finals=None, **curves) -> claims.Run:
@@ -62,7 +64,9 @@ def test_per_repeat_averages_folds_and_drops_a_repeat_with_a_diverged_run():
     assert values == {0: pytest.approx(0.7)}
 
 
-def claim(kind="paired", direction="greater", line=0.0, tolerance=None, published_value=None, measure="final"):
+def claim(
+    kind="paired", direction="greater", line=0.0, tolerance=None, published_value=None, measure="final", smallest=0.0
+):
     test = claims.Test(
         kind=kind,
         variant="a",
@@ -70,6 +74,7 @@ def claim(kind="paired", direction="greater", line=0.0, tolerance=None, publishe
         direction=None if kind == "level" else direction,
         line=line,
         tolerance=tolerance,
+        smallest_effect=None if kind == "level" else smallest,
     )
     metric = "loss" if measure == "curve" else "val_accuracy"
     return claims.Claim(
@@ -93,13 +98,51 @@ def test_a_clear_effect_the_claimed_way_is_reproduced_and_the_opposite_refuted()
     result = claims.judge(claim(direction="greater"), better, SETTINGS)
     assert result["verdict"] == "reproduced" and result["ci_low"] > 0 and result["repeats"] == 5
     assert result["mean"] == pytest.approx(0.066)
-    assert claims.judge(claim(direction="less"), better, SETTINGS)["verdict"] == "refuted"
+    assert result["decided_by"] == "interval beyond the line" and result["method"] == "Student t"
+    assert result["p_value"] < 0.025 and result["p_sign_flip"] == pytest.approx(1 / 32)
+    assert result["improvement"]["share"] == 1.0 and result["cohens_dz"] > 3
+    opposite = claims.judge(claim(direction="less"), better, SETTINGS)
+    assert opposite["verdict"] == "refuted" and opposite["decided_by"] == "interval on the wrong side of the line"
 
 
 def test_overlapping_distributions_are_inconclusive():
     noisy = {"a": values(0.86, 0.78, 0.85, 0.79, 0.84), "b": values(0.80, 0.83, 0.81, 0.84, 0.80)}
-    result = claims.judge(claim(direction="greater"), noisy, SETTINGS)
+    result = claims.judge(claim(direction="greater", smallest=0.05), noisy, SETTINGS)
     assert result["ci_low"] < 0 < result["ci_high"] and result["verdict"] == "inconclusive"
+    # How far from a decision: the repeats the observed effect would need, and what these repeats can detect.
+    assert result["repeats_needed"] > 5 and result["mde"] > abs(result["mean"])
+
+
+def test_an_interval_below_the_smallest_effect_of_interest_refutes_the_published_size():
+    small = {"a": values(0.802, 0.805, 0.801, 0.806, 0.803), "b": values(0.80, 0.80, 0.80, 0.80, 0.80)}
+    # A published +0.06: the default smallest effect is half of it; the measured +0.003 is real but far smaller.
+    published = claims.Claim(
+        "x.claim",
+        "sonar",
+        "s.txt",
+        "statement",
+        "pub",
+        claims.Measure(kind="final", metric="val_accuracy"),
+        claims.Test(kind="paired", variant="a", versus="b", direction="greater"),
+        0.06,
+    )
+    assert claims.smallest_effect(published) == pytest.approx(0.03)
+    result = claims.judge(published, small, SETTINGS)
+    assert result["verdict"] == "reproduced" and result["below_smallest_effect"]
+    nothing = {"a": values(0.80, 0.79, 0.81, 0.80, 0.805), "b": values(0.80, 0.80, 0.80, 0.80, 0.80)}
+    result = claims.judge(published, nothing, SETTINGS)
+    assert result["verdict"] == "refuted" and result["decided_by"] == "interval below the smallest effect of interest"
+    assert result["effect_at_most"] < 0.03
+
+
+def test_identical_repeats_are_judged_by_the_exact_sign_flip_test():
+    # Five identical differences: the t statistic is undefined; the exact test cannot go below 1/32 > 0.025.
+    same = {"a": values(0.9, 0.9, 0.9, 0.9, 0.9), "b": values(1.0, 1.0, 1.0, 1.0, 1.0)}
+    result = claims.judge(claim(direction="less"), same, SETTINGS)
+    assert result["verdict"] == "inconclusive" and result["p_value"] == pytest.approx(1 / 32)
+    assert "1/2^5" in result["decided_by"] and result["repeats_needed"] == 6
+    six = {"a": values(*[0.9] * 6), "b": values(*[1.0] * 6)}
+    assert claims.judge(claim(direction="less"), six, SETTINGS)["verdict"] == "reproduced"
 
 
 def test_too_few_repeats_is_inconclusive_whatever_the_interval():
@@ -112,6 +155,7 @@ def test_level_claim_inside_and_outside_the_band():
     near = {"a": values(0.84, 0.85, 0.86, 0.85, 0.845)}
     inside = claims.judge(claim("level", tolerance=0.025, published_value=0.85), near, SETTINGS)
     assert inside["verdict"] == "reproduced" and inside["published_in_interval"]
+    assert inside["method"] == "TOST, Student t" and inside["p_equivalence"] < 0.025
     assert inside["distance_to_published"] == pytest.approx(-0.001)
     far = {"a": values(0.70, 0.71, 0.69, 0.70, 0.72)}
     outside = claims.judge(claim("level", tolerance=0.025, published_value=0.85), far, SETTINGS)
@@ -123,12 +167,14 @@ def test_level_claim_inside_and_outside_the_band():
 
 
 def test_a_curve_claim_must_hold_at_every_epoch():
+    # Repeats differ a little (identical repeats would leave only the sign-flip test, whose floor at 4
+    # repeats is 1/16: inconclusive, see test_identical_repeats_are_judged_by_the_exact_sign_flip_test).
     above = {
-        "a": {r: np.array([1.0, 0.8, 0.6]) + 0.1 for r in range(4)},
+        "a": {r: np.array([1.0, 0.8, 0.6]) + 0.1 + 0.01 * r for r in range(4)},
         "b": {r: np.array([1.0, 0.8, 0.6]) for r in range(4)},
     }
     assert claims.judge(claim(measure="curve"), above, SETTINGS)["verdict"] == "reproduced"
-    crossing = {"a": {r: np.array([0.9, 0.9, 0.7]) for r in range(4)}, "b": above["b"]}
+    crossing = {"a": {r: np.array([0.9, 0.9, 0.7]) + 0.01 * r for r in range(4)}, "b": above["b"]}
     assert claims.judge(claim(measure="curve"), crossing, SETTINGS)["verdict"] == "refuted"
 
 
@@ -137,11 +183,23 @@ def test_holm_adjusts_step_down_and_stays_monotone():
     assert adjusted == pytest.approx({"a": 0.03, "c": 0.06, "b": 0.06})
 
 
-def test_bootstrap_is_seeded_per_claim():
-    sample = np.array([0.1, 0.3, 0.2, 0.5])
-    first = claims.bootstrap_means(sample, 500, 0, "a.claim")
-    np.testing.assert_array_equal(first, claims.bootstrap_means(sample, 500, 0, "a.claim"))
-    assert not np.array_equal(first, claims.bootstrap_means(sample, 500, 0, "b.claim"))
+def test_bca_is_reported_from_enough_repeats_and_seeded():
+    rng = np.random.default_rng(0)
+    many = {"a": values(*rng.normal(0.1, 0.05, 20)), "b": values(*[0.0] * 20)}
+    first = claims.judge(claim(), many, SETTINGS)
+    assert first["bca_interval"] == claims.judge(claim(), many, SETTINGS)["bca_interval"]
+    assert first["bca_interval"][0] > 0
+    few = {"a": values(*rng.normal(0.1, 0.05, 5)), "b": values(*[0.0] * 5)}
+    assert "bca_interval" not in claims.judge(claim(), few, SETTINGS)
+
+
+def test_a_claim_without_a_published_effect_must_declare_its_smallest_effect(tmp_path):
+    raw = yaml.safe_load((REPO_ROOT / "claims.yaml").read_text())
+    del raw["claims"][1]["test"]["smallest_effect"]
+    path = tmp_path / "claims.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError, match=r"claims\[1\].test.smallest_effect .*declare the smallest effect"):
+        claims.load_registry(path)
 
 
 def test_the_registry_declares_every_catalogued_claim():

@@ -60,6 +60,12 @@ def test_claims_json_is_small_and_holds_every_verdict(workdir):
     )
     assert metrics["claims"]["imdb.bigger_noisier"]["verdict"] == "not run"
     assert metrics["summary"]["tested"] == len(circles) and metrics["summary"]["claims"] == len(declared)
+    # The new statistics travel with every verdict, so `dvc metrics diff` shows them too.
+    for row in circles.values():
+        assert row["method"] in ("Student t", "exact sign-flip (no spread: t undefined)") and row["decided_by"]
+        assert 0 <= row["p_value"] <= 1 and "p_holm" in row and "smallest_effect" in row
+    # With 3 repeats no claim can be family-wise significant by the exact test: the summary says so in words.
+    assert "cannot give a p-value below 0.125" in metrics["summary"]["family_caveat"]
 
 
 def test_report_lists_every_claim_of_the_experiments_it_ran(workdir):
@@ -69,6 +75,8 @@ def test_report_lists_every_claim_of_the_experiments_it_ran(workdir):
     assert "## circles" in text and "## imdb" not in text
     assert "**circles**: `generated`" in text  # the data source is in the header
     assert "## Provenance" in text and "parent run id" in text
+    assert "## How to read the verdicts" in text and "| 3 | normal |" in text  # calibration at the repeats used
+    assert "Student t: one-sided p = " in text and "exact sign-flip p = " in text
     for image in re.findall(r"!\[[^\]]*\]\((figures/[^)]+)\)", text):
         assert (workdir / "reports" / image).is_file()
     assert (workdir / "reports/figures/circles_dropout_grid.png").is_file()
