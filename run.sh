@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up the project (virtual environment from the lock file) and run it.
 #   ./run.sh repro [dvc repro args]   set up, then run the whole pipeline (dvc repro)
-#   ./run.sh test  [pytest args]      set up, then run the test suite
+#   ./run.sh test  [pytest args]      set up, then lint (ruff check, ruff format --check) and run the test suite
 #   ./run.sh setup                    only set up
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -25,7 +25,13 @@ export PATH="$PWD/.venv/bin:$PATH"
 
 case "${1:-}" in
   repro) shift; exec dvc repro "$@" ;;
-  test) shift; exec python -m pytest "$@" ;;
+  test)
+    shift
+    # Lint first: CI fails on a style error as it does on a failing test.
+    ruff check .
+    ruff format --check .
+    exec python -m pytest "$@"
+    ;;
   setup) ;;
   *) echo "usage: ./run.sh repro|test|setup [args]" >&2; exit 2 ;;
 esac

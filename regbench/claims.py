@@ -19,7 +19,8 @@ import numpy as np
 import yaml
 
 from regbench import records
-from regbench.config import EXPERIMENTS, ClaimsParams, Params
+from regbench.config import ClaimsParams, Params
+from regbench.experiments import names as experiment_names
 from regbench.io import read_json
 from regbench.records import EPOCH_METRICS, FINAL_METRICS, Run, load_runs
 from regbench.schema import ParamsError, build, check, fail
@@ -112,15 +113,15 @@ def load_registry(path: str | Path) -> Registry:
         if claim.id in seen:
             _fail(path, f"{where}.id", claim.id, "is listed twice; ids must be unique")
         seen.add(claim.id)
-        if claim.experiment not in EXPERIMENTS:
-            _fail(path, f"{where}.experiment", claim.experiment, f"must be one of {list(EXPERIMENTS)}")
+        if claim.experiment not in experiment_names():
+            _fail(path, f"{where}.experiment", claim.experiment, f"must be one of {list(experiment_names())}")
         if claim.test.kind == "level" and claim.published_value is None:
             _fail(path, f"{where}.published_value", None, "a level test needs the published value")
     for experiment, variants in registry.published_figures.items():
         for variant, figures in variants.items():
             where = f"published_figures.{experiment}.{variant}"
-            if experiment not in EXPERIMENTS:
-                _fail(path, where, "...", f"names no experiment; experiments are {list(EXPERIMENTS)}")
+            if experiment not in experiment_names():
+                _fail(path, where, "...", f"names no experiment; experiments are {list(experiment_names())}")
             for metric in figures:
                 if not _metric_name(metric):
                     _fail(

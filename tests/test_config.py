@@ -26,7 +26,7 @@ def test_real_params_hold_the_published_settings():
     grid = params.experiments["circles"].variants["dropout_grid"]
     assert [m.params.hidden_dropout for m in grid.members] == pytest.approx([i / 10 for i in range(9)])
     assert params.experiments["mnist"].defaults.activation == "linear"
-    assert params.prepare.circles.random_state == 1 and params.prepare.synthetic.random_state == 42
+    assert params.prepare["circles"].random_state == 1 and params.prepare["synthetic"].random_state == 42
     assert len(params.train.runs) == sum(len(e.variants) for e in params.experiments.values())
 
 
@@ -70,6 +70,12 @@ def test_real_params_hold_the_published_settings():
             "train.runs.imdb-huge.variant = 'huge'",
         ),
         (lambda r: r["claims"].update(confidence=1.5), "claims.confidence = 1.5: must be in (0.5, 1)"),
+        (
+            lambda r: r["prepare"]["sonar"].update(input="data/raw/imdb"),
+            "prepare.sonar.input = 'data/raw/imdb': must be 'data/raw/sonar'",
+        ),
+        (lambda r: r["prepare"].update(moons={}), "prepare.moons = '...': names no registered experiment"),
+        (lambda r: r["prepare"].pop("imdb"), "prepare.imdb = None: missing"),
     ],
 )
 def test_bad_values_name_the_key_path(change, expected):

