@@ -36,7 +36,7 @@ def measure(mode: str, variant: str, epochs: int) -> dict:
     if mode == "plain":
         x_train, x_test = data["x_train"].to_dense(), data["x_test"].to_dense()
         keras.utils.set_random_seed(0)
-        model = models.compile_model(models.build_model(member, 10000, 1), member)
+        model = models.compile_model(models.build_model(models.ModelSpec.of(member, 10000, 1)), member)
         times = []
 
         class Timer(keras.callbacks.Callback):

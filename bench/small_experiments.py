@@ -95,15 +95,15 @@ def suite_runs(run_names: list[str], seeds: tuple[int, ...] | None = None) -> di
 
 def suite_run(name: str, seeds: tuple[int, ...] | None) -> dict[str, float]:
     """One train stage's training (stacked when it can), without MLflow."""
-    from regbench import config, datasets, stacked, train
+    from regbench import config, datasets, schedule, stacked
 
     params = config.load()
     experiment, variant = params.run(name)
     if seeds is not None:
         experiment = dataclasses.replace(experiment, seeds=seeds)
     data = datasets.load(Path("data/prepared") / experiment.data)
-    members = [dataclasses.replace(m, params=train.effective_params(m.params, params)) for m in variant.members]
-    specs = train.run_specs(params, experiment, members, data, train.cv_folds(experiment, data))
+    members = [dataclasses.replace(m, params=schedule.effective_params(m.params, params)) for m in variant.members]
+    specs = schedule.run_specs(params, experiment, members, data, schedule.cv_folds(experiment, data))
     jobs = [s.job for s in specs]
     finished: dict[int, object] = {}
     started = time.perf_counter()
@@ -125,15 +125,15 @@ def fit_reference(epochs: int) -> float:
     """Seconds per epoch of model.fit on one circles model (the overfit variant)."""
     import keras
 
-    from regbench import config, datasets, engine, models, train
+    from regbench import config, datasets, engine, models, schedule
 
     params = config.load()
     experiment, variant = params.run("circles-overfit")
     member = dataclasses.replace(variant.members[0].params, epochs=epochs)
     data = datasets.load("data/prepared/circles")
-    fit_data, _ = train.split(data, member, None, None, 0)
+    fit_data, _ = schedule.split(data, member, None, None, 0)
     keras.utils.set_random_seed(0)
-    history = engine.fit_model(models.build_model(member, 2, 1), member, fit_data, seed=0)
+    history = engine.fit_model(models.build_model(models.ModelSpec.of(member, 2, 1)), member, fit_data, seed=0)
     return history.seconds / epochs
 
 

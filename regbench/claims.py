@@ -11,7 +11,6 @@ decided it. The methods and why they were chosen are in ``regbench.stats``.
 
 from __future__ import annotations
 
-import csv
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,14 +20,13 @@ from typing import Any, Literal
 import numpy as np
 import yaml
 
-from regbench import stats
+from regbench import records, stats
 from regbench.config import ClaimsParams, Params
 from regbench.experiments import names as experiment_names
 from regbench.io import read_json
+from regbench.records import EPOCH_METRICS, FINAL_METRICS, Run, load_runs
 from regbench.schema import ParamsError, build, check, fail
 
-EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "reg_loss")
-FINAL_METRICS = ("train_eval_loss", "train_eval_accuracy", "test_loss", "test_accuracy")
 MeasureKind = Literal[
     "final", "best", "best_epoch", "gap", "rise_after_best", "drop_after_peak", "variability", "curve"
 ]
@@ -166,34 +164,6 @@ def _fail(path: Path, key: str, value: Any, allowed: str) -> None:
 # --- runs and measures -------------------------------------------------------
 
 
-@dataclass
-class Run:
-    member: str
-    repeat: int
-    fold: int | None
-    status: str
-    curves: dict[str, np.ndarray]
-    finals: dict[str, float]
-
-
-def load_runs(variant_dir: Path) -> list[Run]:
-    """Every run of a train stage: per-epoch curves from histories.csv, final evaluations from runs.json."""
-    curves: dict[tuple, dict[str, list[float]]] = {}
-    with (variant_dir / "histories.csv").open(newline="") as handle:
-        for row in csv.DictReader(handle):
-            key = (row["member"], int(row["repeat"]), None if row["fold"] == "" else int(row["fold"]))
-            series = curves.setdefault(key, {m: [] for m in EPOCH_METRICS})
-            for metric in EPOCH_METRICS:
-                series[metric].append(float(row[metric]))
-    runs = []
-    for record in read_json(variant_dir / "runs.json"):
-        key = (record["member"], record["repeat"], record["fold"])
-        series = {m: np.asarray(v) for m, v in curves.get(key, {m: [] for m in EPOCH_METRICS}).items()}
-        finals = {m: float(record[m]) for m in FINAL_METRICS if record.get(m) is not None}
-        runs.append(Run(record["member"], record["repeat"], record["fold"], record["status"], series, finals))
-    return runs
-
-
 def measure(run: Run, spec: Measure) -> float | np.ndarray:
     """Reduce one run to the number (or, for ``curve``, the series) the claim is about."""
 
@@ -238,21 +208,7 @@ def measure(run: Run, spec: Measure) -> float | np.ndarray:
 
 def per_repeat(runs: Sequence[Run], spec: Measure, member: str | None = None) -> dict[int, Any]:
     """The measure of each repeat, averaged over its CV folds; repeats with a diverged run are left out."""
-    by_repeat: dict[int, list[Run]] = {}
-    for run in runs:
-        if member is None or run.member == member:
-            by_repeat.setdefault(run.repeat, []).append(run)
-    values = {}
-    for repeat, group in sorted(by_repeat.items()):
-        if any(run.status != "ok" for run in group):
-            continue
-        measured = [measure(run, spec) for run in group]
-        if spec.kind == "curve":
-            length = min(len(m) for m in measured)
-            values[repeat] = np.mean([m[:length] for m in measured], axis=0)
-        else:
-            values[repeat] = float(np.mean(measured))
-    return values
+    return records.per_repeat(runs, lambda run: measure(run, spec), member)
 
 
 # --- statistics --------------------------------------------------------------

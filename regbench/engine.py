@@ -24,10 +24,10 @@ import keras
 import numpy as np
 
 from regbench.config import VariantParams
-from regbench.models import build_model, build_optimizer, compile_model, regularization_penalty
+from regbench.models import ModelSpec, build_model, build_optimizer, compile_model, regularization_penalty
+from regbench.records import EPOCH_METRICS as METRICS
 from regbench.sparse import BinaryCsr
 
-METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "reg_loss")
 ProgressFn = Callable[[int, dict[str, float]], None]
 # Up to this width the sparse first layer uses tf.sparse.sparse_dense_matmul, above it segment sums
 # (see multi_hot_matmul for the measurements).
@@ -127,12 +127,12 @@ class FitTrainer:
     """Reference engine: a fresh model per run, trained with ``model.fit`` as the tutorials do."""
 
     def __init__(self, params: VariantParams, input_dim: int, output_dim: int):
-        self.params, self.input_dim, self.output_dim = params, input_dim, output_dim
+        self.params, self.spec = params, ModelSpec.of(params, input_dim, output_dim)
         self.model: keras.Model | None = None
 
     def train(self, data: FitData, seed: int, progress: ProgressFn | None = None) -> History:
         keras.utils.set_random_seed(seed)
-        self.model = build_model(self.params, self.input_dim, self.output_dim)
+        self.model = build_model(self.spec)
         return fit_model(self.model, self.params, data, seed, progress)
 
     def final_metrics(self, x, y) -> dict[str, float]:
@@ -279,16 +279,17 @@ class CompiledTrainer:
         self.tf = tf = tensorflow_backend()
         self.params, self.input_dim, self.output_dim = params, input_dim, output_dim
         self.sparse, self.chunk_seconds = sparse, chunk_seconds
-        self.model = build_model(params, input_dim, output_dim)
+        self.spec = ModelSpec.of(params, input_dim, output_dim)
+        self.model = build_model(self.spec)
         self.optimizer = build_optimizer(params.optimizer)
         self.optimizer.build(self.model.trainable_variables)
         self._optimizer_initial = [v.numpy() for v in self.optimizer.variables]
         self._loss = keras.losses.get(params.loss)
         self._categorical = params.loss == "categorical_crossentropy"
-        self._has_penalty = params.l2 > 0
+        self._has_penalty = self.spec.l2 > 0
         # The sparse first-layer path needs the multi-hot rows to reach the first Dense layer unchanged.
         self._first, self._rest = None, []
-        if sparse and params.input_dropout == 0:
+        if sparse and self.spec.input_dropout == 0:
             layers = [layer for layer in self.model.layers if not isinstance(layer, keras.layers.InputLayer)]
             self._first, self._rest = layers[0], layers[1:]
         signature = [self._x_spec(), tf.TensorSpec([None, output_dim], tf.float32)] * 2
@@ -376,7 +377,7 @@ class CompiledTrainer:
     def reset(self, seed: int) -> None:
         """Fresh initial weights, optimizer state and dropout seeds, all from ``seed``."""
         keras.utils.set_random_seed(seed)
-        fresh = build_model(self.params, self.input_dim, self.output_dim)
+        fresh = build_model(self.spec)
         for target, source in zip(self.model.weights, fresh.weights, strict=True):
             target.assign(source)
         for variable, initial in zip(self.optimizer.variables, self._optimizer_initial, strict=True):

@@ -18,11 +18,15 @@ from typing import Any
 
 import numpy as np
 
-from regbench import stats
-from regbench.claims import NOT_RUN, Measure, Run, load_runs, per_repeat, run_name
+from regbench import records, stats
+from regbench.claims import NOT_RUN, Measure, per_repeat, run_name
 from regbench.config import Params
 from regbench.experiments import registry
 from regbench.io import atomic_path, read_json
+from regbench.plots import METRIC_LABEL, plot_learning_curves
+from regbench.plots import pyplot as _pyplot
+from regbench.plots import save as _save
+from regbench.records import Run, load_runs
 
 VERDICT_MARK = {
     "reproduced": "✅ reproduced",
@@ -30,26 +34,6 @@ VERDICT_MARK = {
     "inconclusive": "❔ inconclusive",
     NOT_RUN: "— not run",
 }
-PANELS = {(0, 0): "loss", (0, 1): "val_loss", (1, 0): "accuracy", (1, 1): "val_accuracy"}
-METRIC_LABEL = {
-    "loss": "training loss",
-    "accuracy": "training accuracy",
-    "val_loss": "validation loss",
-    "val_accuracy": "validation accuracy",
-    "train_eval_accuracy": "train accuracy (inference mode)",
-    "train_eval_loss": "train loss (inference mode)",
-    "test_accuracy": "test accuracy",
-    "test_loss": "test loss",
-}
-
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
 
 
 # --- data ----------------------------------------------------------------------
@@ -74,15 +58,7 @@ class ExperimentResults:
 
     def repeat_curves(self, variant: str, member: str, metric: str) -> np.ndarray:
         """(repeats, epochs): each repeat's curve, averaged over its folds."""
-        by_repeat: dict[int, list[np.ndarray]] = {}
-        for run in self.runs[variant]:
-            if run.member == member and run.status == "ok":
-                by_repeat.setdefault(run.repeat, []).append(run.curves[metric])
-        curves = [np.mean([c[: min(map(len, cs))] for c in cs], axis=0) for cs in by_repeat.values()]
-        if not curves:
-            return np.zeros((0, 0))
-        length = min(len(c) for c in curves)
-        return np.asarray([c[:length] for c in curves])
+        return records.repeat_curves(self.runs[variant], member, metric)
 
     def repeat_finals(self, variant: str, member: str, metric: str) -> np.ndarray:
         """Each repeat's final value of ``metric``, as the claims stage computes it (folds averaged,
@@ -103,48 +79,18 @@ def interval(values: np.ndarray, params: Params, key: str) -> tuple[float, float
 # --- figures -----------------------------------------------------------------------
 
 
-def _thin(length: int, max_points: int) -> np.ndarray:
-    if length <= max_points:
-        return np.arange(length)
-    return np.unique(np.linspace(0, length - 1, max_points).round().astype(int))
-
-
 def plot_curves(results: ExperimentResults, path: Path, max_points: int) -> bool:
     """Mean over repeats with a min-max band, one colour per variant; grid members are plotted separately."""
-    plt = _pyplot()
     variants = [v for v in results.runs if len(results.members(v)) == 1]
     if not variants:
         return False
-    figure, axes = plt.subplots(2, 2, figsize=(12, 7.5), sharex=True)
-    colours = plt.get_cmap("tab10")
-    for (row, column), metric in PANELS.items():
-        axis = axes[row][column]
-        spans = []
-        for index, variant in enumerate(variants):
-            curves = results.repeat_curves(variant, results.members(variant)[0], metric)
-            if curves.size == 0:
-                continue
-            keep = _thin(curves.shape[1], max_points)
-            epochs = keep + 1
-            colour = colours(index % 10)
-            axis.plot(epochs, curves.mean(axis=0)[keep], color=colour, linewidth=1.4, label=variant)
-            axis.fill_between(epochs, curves.min(axis=0)[keep], curves.max(axis=0)[keep], color=colour, alpha=0.15)
-            spans.append(curves)
-        if metric.endswith("loss") and spans:
-            low = min(float(c.min()) for c in spans)
-            high = max(float(c.max()) for c in spans)
-            if low > 0 and high / low > 100:
-                axis.set_yscale("log")
-        axis.set_title(METRIC_LABEL[metric])
-        axis.set_ylabel("binary/categorical cross-entropy" if metric.endswith("loss") else "accuracy (fraction)")
-        axis.grid(alpha=0.3)
-        if row == 1:
-            axis.set_xlabel("epoch")
-    axes[0][0].legend(loc="best", fontsize=8, title="variant (mean, band = min-max over repeats)", title_fontsize=8)
+    curves = {
+        v: {metric: results.repeat_curves(v, results.members(v)[0], metric) for metric in records.CURVE_METRICS}
+        for v in variants
+    }
     validation = registry()[results.name].validation_is
-    figure.suptitle(f"{results.name}: learning curves (validation = {validation})")
-    figure.tight_layout()
-    _save(figure, path)
+    title = f"{results.name}: learning curves (validation = {validation})"
+    plot_learning_curves(curves, path, title, max_points, "variant")
     return True
 
 
@@ -203,13 +149,6 @@ def plot_grid(results: ExperimentResults, variant: str, params: Params, path: Pa
     figure.tight_layout()
     _save(figure, path)
     return True
-
-
-def _save(figure, path: Path) -> None:
-    plt = _pyplot()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=90, format="png")
-    plt.close(figure)
 
 
 # --- text ----------------------------------------------------------------------------

@@ -42,7 +42,7 @@ from regbench.engine import (
     next_chunk,
     tensorflow_backend,
 )
-from regbench.models import build_model, build_optimizer
+from regbench.models import ModelSpec, build_model, build_optimizer
 
 # Batch loops of up to this many steps are written out (see engine.graph_loop).
 UNROLL_STEPS = 2
@@ -55,6 +55,15 @@ MIN_RUNS_PER_PART = 10
 # split across TensorFlow's pool: circles dropout (5 runs, about 2e5) took 7-8 s that way against
 # 11-13 s; MNIST (5 runs, about 7e8) needs the pool for its matrix products.
 SMALL_STEP_FLOPS = 10_000_000
+# The ModelSpec fields this engine writes out in ``StackedTrainer._forward`` and ``_penalty``: a spec
+# with any other field is refused (its runs train one at a time), never silently simplified.
+IMPLEMENTED = frozenset(
+    {"input_dim", "hidden", "output_dim", "activation", "output_activation", "input_dropout", "hidden_dropout"}
+    | {"l2", "max_norm"}
+)
+# Optimizers that update every weight element by element: on stacked weights each run then gets exactly
+# its own update. One that looks at a whole tensor (a norm, as LAMB or clipnorm do) would mix the runs.
+ELEMENTWISE_OPTIMIZERS = frozenset({"sgd", "adam", "rmsprop"})
 
 
 @dataclass
@@ -127,10 +136,14 @@ class StackedTrainer:
         self.tf = tf = tensorflow_backend()
         self.params, self.input_dim, self.output_dim, self.runs = params, input_dim, output_dim, runs
         self.n_train, self.n_val, self.chunk_seconds = n_train, n_val, chunk_seconds
-        self._categorical = params.loss == "categorical_crossentropy"
+        self.spec = spec = ModelSpec.of(params, input_dim, output_dim)
+        reason = refusal(params)
+        if reason is not None:
+            raise ValueError(f"the stacked engine cannot train this variant: {reason}")
+        self._categorical = spec.output_activation == "softmax"
         self._loss = keras.losses.get(params.loss)
-        self._activation = keras.activations.get(params.activation)
-        sizes = [input_dim, *params.hidden, output_dim]
+        self._activation = keras.activations.get(spec.activation)
+        sizes = spec.layer_sizes
         self.kernels = [
             keras.Variable(np.zeros((runs, a, b), np.float32), name=f"kernel_{i}")
             for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True))
@@ -143,7 +156,7 @@ class StackedTrainer:
         self.optimizer.build(self.variables)
         self._optimizer_initial = [v.numpy() for v in self.optimizer.variables]
         # Kernels of the hidden layers, as in models.build_model: the output layer is not regularized.
-        self._max_norm = keras.constraints.MaxNorm(params.max_norm, axis=1) if params.max_norm else None
+        self._max_norm = keras.constraints.MaxNorm(spec.max_norm, axis=1) if spec.max_norm else None
         x_spec = tf.TensorSpec([None, input_dim], tf.float32)
         y_spec = tf.TensorSpec([None, output_dim], tf.float32)
         signature = [
@@ -172,11 +185,11 @@ class StackedTrainer:
         """x: (runs, batch, features) -> predictions (runs, batch, outputs), as models.build_model's model."""
         tf = self.tf
         h = x
-        if training and self.params.input_dropout > 0:
+        if training and self.spec.input_dropout > 0:
             h = self._dropout(h, rates[0], seed + [0, 1])
         for layer, (kernel, bias) in enumerate(zip(self.kernels[:-1], self.biases[:-1], strict=True)):
             h = self._activation(tf.matmul(h, kernel) + bias[:, None, :])
-            if training and self.params.hidden_dropout > 0:
+            if training and self.spec.hidden_dropout > 0:
                 h = self._dropout(h, rates[1], seed + [0, 2 + layer])
         logits = tf.matmul(h, self.kernels[-1]) + self.biases[-1][:, None, :]
         return tf.nn.softmax(logits) if self._categorical else tf.sigmoid(logits)
@@ -184,9 +197,9 @@ class StackedTrainer:
     def _penalty(self):
         """Per run: the L2 penalty of its hidden kernels (Keras' L2: factor * sum of squares)."""
         tf = self.tf
-        if self.params.l2 <= 0:
+        if self.spec.l2 <= 0:
             return tf.zeros([self.runs])
-        return tf.add_n([self.params.l2 * tf.reduce_sum(tf.square(k), axis=[1, 2]) for k in self.kernels[:-1]])
+        return tf.add_n([self.spec.l2 * tf.reduce_sum(tf.square(k), axis=[1, 2]) for k in self.kernels[:-1]])
 
     def _correct(self, y, predictions):
         return correct_predictions(self.tf, y, predictions, self._categorical)
@@ -239,14 +252,20 @@ class StackedTrainer:
     # --- running jobs ------------------------------------------------------------
 
     def reset(self, jobs: Sequence[Job]) -> None:
-        """Each run starts from the weights ``build_model`` gives its own params and seed; fresh optimizer state."""
+        """Each run starts from the weights ``build_model`` gives its own spec and seed; fresh optimizer state."""
         initial = []
         for job in jobs:
             # The run's own model, dropout layers included: creating them draws from the seeded
             # generators, so leaving them out would change the Dense layers' initial weights.
             keras.utils.set_random_seed(job.seed)
-            model = build_model(job.params, self.input_dim, self.output_dim)
+            model = build_model(ModelSpec.of(job.params, self.input_dim, self.output_dim))
             dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+            if len(model.trainable_weights) != len(self.variables):
+                # A layer with weights of its own that the stacked network does not have: refuse, not drop.
+                raise ValueError(
+                    f"the Keras model has {len(model.trainable_weights)} trainable weights, the stacked "
+                    f"network {len(self.variables)}: teach StackedTrainer the new layer or refuse its setting"
+                )
             initial.append([keras.ops.convert_to_numpy(w) for layer in dense for w in (layer.kernel, layer.bias)])
         for index, variable in enumerate(self.variables):
             variable.assign(np.stack([weights[index] for weights in initial]))
@@ -435,7 +454,7 @@ def _side_by_side(trainers, progress: ProgressFn | None, threads: int) -> list[l
 
 def _step_flops(params: VariantParams, input_dim: int, output_dim: int, runs: int) -> int:
     """Multiply-adds of one forward pass over a batch, for ``runs`` stacked runs."""
-    sizes = [input_dim, *params.hidden, output_dim]
+    sizes = ModelSpec.of(params, input_dim, output_dim).layer_sizes
     return runs * params.batch_size * sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
 
 
@@ -453,11 +472,25 @@ def _one_thread_per_op() -> None:
         tf.config.threading.set_intra_op_parallelism_threads(1)
 
 
-def stackable(jobs: Sequence[Job]) -> bool:
-    """Every job has dense inputs and, when there is a test set, they all share it."""
+def refusal(params: VariantParams) -> str | None:
+    """Why the stacked engine cannot train ``params`` exactly, or None when it can."""
+    untaught = sorted(f.name for f in dataclasses.fields(ModelSpec) if f.name not in IMPLEMENTED)
+    if untaught:
+        return f"it does not implement the model setting(s) {', '.join(untaught)}"
+    if params.optimizer.name not in ELEMENTWISE_OPTIMIZERS:
+        return f"optimizer {params.optimizer.name!r} is not known to update weights element by element"
+    return None
+
+
+def unsupported(jobs: Sequence[Job]) -> str | None:
+    """Why these jobs cannot train stacked (then they train one at a time), or None when they can."""
     if any(not isinstance(job.data.x_train, np.ndarray) for job in jobs):
-        return False
+        return "sparse (multi-hot) inputs: the stacked engine takes dense arrays"
     tests = [job.test for job in jobs]
-    if all(t is None for t in tests):
-        return True
-    return all(t is not None for t in tests) and _same([t[0] for t in tests])
+    if any(t is not None for t in tests) and not (all(t is not None for t in tests) and _same([t[0] for t in tests])):
+        return "the runs have different test sets"
+    for params in dict.fromkeys(job.params for job in jobs):
+        reason = refusal(params)
+        if reason is not None:
+            return reason
+    return None

@@ -212,3 +212,81 @@ def sampled_epochs(epochs: int, max_steps: int | None) -> list[int]:
 def _param_value(value: Any) -> str:
     text = str(value)
     return text if len(text) <= 6000 else text[:5997] + "..."
+
+
+# --- the train stage's runs ------------------------------------------------------
+
+
+def dvc_tags(context: dict[str, str]) -> dict[str, str]:
+    """The DVC experiment's name, when the stage runs inside ``dvc exp run``."""
+    return {"dvc.exp_name": context["DVC_EXP_NAME"]} if "DVC_EXP_NAME" in context else {}
+
+
+def start_stage_run(tracker: Tracker, name: str, context: dict[str, str], variant: str, params: dict[str, Any]) -> str:
+    """The parent run of a train stage, after closing what a killed earlier attempt left RUNNING."""
+    tracker.close_stale_runs(context["stage"])
+    tags = {
+        STAGE_TAG: context["stage"],
+        "regbench.git_revision": context["git_revision"],
+        "regbench.data_digest": context["data_digest"],
+        "regbench.data_source": context["data_source"],
+        "regbench.variant": variant,
+        **dvc_tags(context),
+    }
+    return tracker.start(name, tags=tags, params=params)
+
+
+class ChildRuns:
+    """The MLflow child run of each run of a stage (member, repeat, fold): opened, filled and closed.
+
+    Without a tracker (tests that do not log) every call is a no-op and ``run_id`` is None.
+    """
+
+    def __init__(self, tracker: Tracker | None, parent: str | None, context: dict[str, str], max_steps: int):
+        self.tracker, self.parent, self.context, self.max_steps = tracker, parent, context, max_steps
+        self.open_runs: dict[int, str] = {}
+        self.closed: set[int] = set()
+
+    def open(
+        self, index: int, member: str, repeat: int, seed: int, fold: int | None, params: dict[str, Any]
+    ) -> str | None:
+        """Open run ``index`` once (per-run engines open it when it starts, stacked ones when it is done)."""
+        if self.tracker is None:
+            return None
+        if index not in self.open_runs:
+            self.open_runs[index] = self.tracker.start(
+                f"{member}-r{repeat}" + (f"-f{fold}" if fold is not None else ""),
+                tags={
+                    STAGE_TAG: self.context["stage"],
+                    "regbench.member": member,
+                    "regbench.repeat": str(repeat),
+                    "regbench.seed": str(seed),
+                    "regbench.fold": "" if fold is None else str(fold),
+                    **dvc_tags(self.context),
+                },
+                params={"seed": seed, "repeat": repeat, "fold": fold, **params},
+                parent=self.parent,
+            )
+        return self.open_runs[index]
+
+    def close(self, index: int, history, evaluations: dict[str, float]) -> None:
+        """Log the run's per-epoch history and final values, and end it (FAILED when it diverged)."""
+        self.closed.add(index)
+        if self.tracker is None:
+            return
+        run_id = self.open_runs[index]
+        final = {f"final_{k}": v[-1] for k, v in history.metrics.items() if v}
+        final.update(evaluations)
+        self.tracker.log_history(run_id, history.metrics, final, self.max_steps)
+        if history.status == "diverged":
+            tags = {"regbench.status": "diverged", "regbench.diverged_epoch": str(history.diverged_epoch)}
+            self.tracker.set_tags(run_id, tags)
+        self.tracker.end(run_id, status="FINISHED" if history.status == "ok" else "FAILED")
+
+    def abort(self, error: BaseException) -> None:
+        """Any error, not only a kill, must close the open child runs: RUNNING forever misleads the UI."""
+        if self.tracker is None:
+            return
+        for index, run_id in self.open_runs.items():
+            if index not in self.closed:
+                self.tracker.end(run_id, status="KILLED" if isinstance(error, StageKilled) else "FAILED")

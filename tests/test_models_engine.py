@@ -18,26 +18,26 @@ def variant(experiment: str, name: str, **changes) -> config.VariantParams:
 
 
 def test_mnist_parameter_counts_match_the_article():
-    model = models.build_model(variant("mnist", "dropout"), 784, 10)
+    model = models.build_model(models.ModelSpec.of(variant("mnist", "dropout"), 784, 10))
     dense = [layer.count_params() for layer in model.layers if isinstance(layer, keras.layers.Dense)]
     assert dense == [401_920, 131_328, 32_896, 1_290]
 
 
 def test_dropout_sits_where_the_variant_says():
     def layer_kinds(params, inputs):
-        model = models.build_model(params, inputs, 1)
+        model = models.build_model(models.ModelSpec.of(params, inputs, 1))
         return [type(layer).__name__ for layer in model.layers[1:]]
 
     assert layer_kinds(variant("sonar", "input_dropout"), 60) == ["Dropout", "Dense", "Dense", "Dense"]
     assert layer_kinds(variant("sonar", "hidden_dropout"), 60) == ["Dense", "Dropout", "Dense", "Dropout", "Dense"]
     assert layer_kinds(variant("circles", "dropout"), 2) == ["Dense", "Dropout", "Dense"]
-    model = models.build_model(variant("imdb", "dropout"), 10, 1)
+    model = models.build_model(models.ModelSpec.of(variant("imdb", "dropout"), 10, 1))
     assert [layer.rate for layer in model.layers if isinstance(layer, keras.layers.Dropout)] == [0.5, 0.5]
 
 
 def test_l2_adds_its_penalty_to_the_loss():
     keras.utils.set_random_seed(0)
-    model = models.build_model(variant("imdb", "l2"), 10, 1)
+    model = models.build_model(models.ModelSpec.of(variant("imdb", "l2"), 10, 1))
     kernels = [layer.kernel for layer in model.layers if layer.name.startswith("hidden")]
     expected = sum(0.001 * float(np.sum(np.square(keras.ops.convert_to_numpy(k)))) for k in kernels)
     assert models.regularization_penalty(model) == pytest.approx(expected, rel=1e-5)
@@ -81,7 +81,7 @@ def test_compiled_engine_equals_model_fit(optimizer, extra):
     compiled = engine.CompiledTrainer(params, 6, 1, sparse=False, chunk_seconds=1.0)
     history = compiled.train(data, seed=5)
     keras.utils.set_random_seed(5)
-    reference_model = models.build_model(params, 6, 1)
+    reference_model = models.build_model(models.ModelSpec.of(params, 6, 1))
     reference = engine.fit_model(reference_model, params, data, seed=5)
     for metric in engine.METRICS:
         np.testing.assert_allclose(history.metrics[metric], reference.metrics[metric], rtol=1e-5, atol=1e-7)
@@ -97,7 +97,7 @@ def test_compiled_engine_matches_fit_on_categorical_and_sparse_inputs(first_laye
     data = toy_data(categorical=True)
     history = engine.CompiledTrainer(params, 6, 2, sparse=False, chunk_seconds=1.0).train(data, seed=1)
     keras.utils.set_random_seed(1)
-    reference = engine.fit_model(models.build_model(params, 6, 2), params, data, seed=1)
+    reference = engine.fit_model(models.build_model(models.ModelSpec.of(params, 6, 2)), params, data, seed=1)
     np.testing.assert_allclose(history.metrics["val_loss"], reference.metrics["val_loss"], rtol=1e-5)
 
     from regbench.sparse import BinaryCsr
@@ -127,7 +127,11 @@ def test_dropout_runs_agree_in_distribution():
     for seed in range(4):
         ours.append(compiled.train(data, seed=seed).metrics["loss"][-1])
         keras.utils.set_random_seed(seed)
-        theirs.append(engine.fit_model(models.build_model(params, 6, 1), params, data, seed).metrics["loss"][-1])
+        theirs.append(
+            engine.fit_model(models.build_model(models.ModelSpec.of(params, 6, 1)), params, data, seed).metrics["loss"][
+                -1
+            ]
+        )
     assert abs(np.mean(ours) - np.mean(theirs)) < 3 * (np.std(theirs) + np.std(ours)) + 0.05
 
 
@@ -199,7 +203,7 @@ def test_stacked_runs_each_equal_model_fit_alone(optimizer):
     histories = trainer.train(jobs)
     for run, job in enumerate(jobs):
         keras.utils.set_random_seed(job.seed)
-        model = models.build_model(params, 6, 1)
+        model = models.build_model(models.ModelSpec.of(params, 6, 1))
         reference = engine.fit_model(model, params, job.data, seed=job.seed)
         for metric in engine.METRICS:
             np.testing.assert_allclose(histories[run].metrics[metric], reference.metrics[metric], rtol=1e-5, atol=1e-7)

@@ -1,0 +1,279 @@
+"""The records of a train stage: the history table, its two files, and the one rule for averaging runs.
+
+A train stage leaves two files per variant, and every writer and reader goes through this module:
+
+- ``histories.csv``: the history table, one row per run and epoch (columns ``HISTORY_COLUMNS``);
+- ``runs.json``: one record per run: where it sits (member, repeat, seed, fold), how it ended,
+  and its final values (last-epoch metrics, best epoch, inference-mode evaluations).
+
+Averaging is always fold-then-repeat: a repeat's value is the mean over its CV folds (a single run
+without CV), and a repeat with a run that did not finish ok is left out whole, so that every repeat
+averages the same folds. Repeats are then the independent samples: the stage's metrics.json and
+curves.csv average them, the claims stage bootstraps them, the report plots them.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from regbench.io import atomic_path, read_json, write_json
+
+# Per-epoch metrics, as model.fit reports them (reg_loss: the regularization penalty at the epoch's end).
+EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "reg_loss")
+# Measured once after the last epoch, in inference mode (test_* only where there is a separate test set).
+FINAL_METRICS = ("train_eval_loss", "train_eval_accuracy", "test_loss", "test_accuracy")
+PLACEMENT = ("member", "grid_value", "repeat", "seed", "fold")
+HISTORY_COLUMNS = (*PLACEMENT, "epoch", *EPOCH_METRICS)
+# A runs.json record: these fields, then the run's final values.
+RUN_FIELDS = (*PLACEMENT, "status", "diverged_epoch", "epochs", "seconds", "mlflow_run_id")
+CURVE_METRICS = ("loss", "val_loss", "accuracy", "val_accuracy")
+HISTORIES = "histories.csv"
+RUNS = "runs.json"
+CURVES = "curves.csv"
+# Both CSV files have always been written by Python's csv module: keep its line ends.
+LINE_END = "\r\n"
+
+
+@dataclass
+class RunResult:
+    """What training one run produced, before it is written."""
+
+    member: str
+    grid_value: float | None
+    repeat: int
+    seed: int
+    fold: int | None
+    # engine.History (not imported: the claims and report stages read records without the engines).
+    history: Any
+    # Inference-mode metrics after the last epoch: ``train_eval_*`` on the training rows (what the
+    # tutorials' model.evaluate(trainX) prints) and ``test_*`` on a separate test set if there is one.
+    evaluations: dict[str, float]
+    run_id: str | None = None
+
+
+@dataclass
+class Run:
+    """One run as every reader sees it: its per-epoch curves and its final values."""
+
+    member: str
+    repeat: int
+    fold: int | None
+    status: str
+    curves: dict[str, np.ndarray]
+    finals: dict[str, float]
+    grid_value: float | None = None
+    seed: int | None = None
+    record: dict[str, Any] = field(default_factory=dict)
+
+
+# --- from training to records ------------------------------------------------------
+
+
+def final_values(result: RunResult) -> dict[str, float]:
+    """Last-epoch metrics, the best validation epoch and the inference-mode evaluations of one run."""
+    metrics = result.history.metrics
+    if not metrics["loss"]:
+        return {}
+    val_loss = np.asarray(metrics["val_loss"])
+    best = int(np.argmin(val_loss))
+    final = {f"final_{k}": metrics[k][-1] for k in EPOCH_METRICS}
+    final.update(
+        {
+            "best_val_loss": float(val_loss[best]),
+            "best_val_loss_epoch": best + 1,
+            "best_val_accuracy": float(np.max(metrics["val_accuracy"])),
+        }
+    )
+    final.update(result.evaluations)
+    return final
+
+
+def run_record(result: RunResult) -> dict[str, Any]:
+    """The run's runs.json record."""
+    history = result.history
+    return {
+        "member": result.member,
+        "grid_value": result.grid_value,
+        "repeat": result.repeat,
+        "seed": result.seed,
+        "fold": result.fold,
+        "status": history.status,
+        "diverged_epoch": history.diverged_epoch,
+        "epochs": history.epochs,
+        "seconds": round(history.seconds, 3),
+        "mlflow_run_id": result.run_id,
+        **final_values(result),
+    }
+
+
+def _run(record: dict[str, Any], curves: dict[str, np.ndarray]) -> Run:
+    finals = {k: float(v) for k, v in record.items() if k not in RUN_FIELDS and v is not None}
+    return Run(
+        record["member"],
+        record["repeat"],
+        record["fold"],
+        record["status"],
+        curves,
+        finals,
+        record["grid_value"],
+        record["seed"],
+        record,
+    )
+
+
+def to_runs(results: Sequence[RunResult]) -> list[Run]:
+    """The results as the readers of the written files will see them."""
+    return [_run(run_record(r), {m: np.asarray(r.history.metrics[m], float) for m in EPOCH_METRICS}) for r in results]
+
+
+# --- the files -----------------------------------------------------------------
+
+
+def history_table(runs: Sequence[Run]) -> pd.DataFrame:
+    """One row per run and epoch, in run order."""
+    frames = [
+        pd.DataFrame(
+            {
+                "member": run.member,
+                "grid_value": np.nan if run.grid_value is None else run.grid_value,
+                "repeat": run.repeat,
+                "seed": run.seed,
+                "fold": pd.array([run.fold] * len(run.curves["loss"]), dtype="Int64"),
+                "epoch": np.arange(1, len(run.curves["loss"]) + 1),
+                **{m: run.curves[m] for m in EPOCH_METRICS},
+            },
+            columns=list(HISTORY_COLUMNS),
+        )
+        for run in runs
+    ]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(HISTORY_COLUMNS))
+
+
+def write(out_dir: Path, runs: Sequence[Run]) -> None:
+    """``histories.csv`` and ``runs.json`` of a stage."""
+    table = history_table(runs)
+    # Metrics with 7 significant digits (float32 precision); a grid value as Python prints it.
+    table["grid_value"] = table["grid_value"].map(lambda v: "" if pd.isna(v) else repr(float(v))).astype(object)
+    with atomic_path(out_dir / HISTORIES) as temporary:
+        table.to_csv(temporary, index=False, float_format="%.7g", lineterminator=LINE_END)
+    write_json(out_dir / RUNS, [run.record for run in runs])
+
+
+def read_histories(path: Path) -> pd.DataFrame:
+    """The history table of ``histories.csv`` (empty grid values and folds read as missing)."""
+    dtypes = {"member": str, "grid_value": float, "repeat": int, "seed": int, "fold": "Int64", "epoch": int}
+    return pd.read_csv(
+        path,
+        dtype={**dtypes, **dict.fromkeys(EPOCH_METRICS, float)},
+        keep_default_na=False,
+        na_values={"grid_value": [""], "fold": [""]},
+        # Exactly the float the text says, as Python's float() reads it.
+        float_precision="round_trip",
+    )
+
+
+def load_runs(variant_dir: Path) -> list[Run]:
+    """Every run of a train stage: its curves from histories.csv, the rest of it from runs.json."""
+    table = read_histories(variant_dir / HISTORIES)
+    curves = {}
+    for (member, repeat, fold), group in table.groupby(["member", "repeat", "fold"], sort=False, dropna=False):
+        key = (member, int(repeat), None if pd.isna(fold) else int(fold))
+        curves[key] = {m: group[m].to_numpy() for m in EPOCH_METRICS}
+    empty = {m: np.zeros(0) for m in EPOCH_METRICS}
+    return [
+        _run(record, curves.get((record["member"], record["repeat"], record["fold"]), empty))
+        for record in read_json(variant_dir / RUNS)
+    ]
+
+
+# --- fold-then-repeat --------------------------------------------------------------
+
+
+def complete_repeats(runs: Sequence[Run]) -> list[Run]:
+    """The runs of the repeats whose every run finished ok (per member)."""
+    frame = pd.DataFrame({"member": [r.member for r in runs], "repeat": [r.repeat for r in runs]})
+    frame["ok"] = [r.status == "ok" for r in runs]
+    complete = frame.groupby(["member", "repeat"])["ok"].transform("all") if runs else frame["ok"]
+    return [run for run, keep in zip(runs, complete, strict=True) if keep]
+
+
+def per_repeat(
+    runs: Sequence[Run], value: Callable[[Run], float | np.ndarray], member: str | None = None
+) -> dict[int, Any]:
+    """``value`` of each run averaged over the folds of its repeat: a number, or a curve cut to the
+    epochs every run of the repeat has. Repeats with a run that did not finish ok are left out."""
+    chosen = complete_repeats([run for run in runs if member is None or run.member == member])
+    rows, scalar = [], True
+    for number, run in enumerate(chosen):
+        measured = value(run)
+        scalar = np.ndim(measured) == 0
+        steps = np.atleast_1d(np.asarray(measured, float))
+        rows.append(pd.DataFrame({"repeat": run.repeat, "run": number, "step": np.arange(len(steps)), "value": steps}))
+    if not rows:
+        return {}
+    table = pd.concat(rows, ignore_index=True)
+    lengths = table.groupby(["repeat", "run"])["step"].transform("size")
+    table = table[table["step"] < lengths.groupby(table["repeat"]).transform("min")]
+    means = table.groupby(["repeat", "step"])["value"].mean()
+    return {
+        int(repeat): float(series.iloc[0]) if scalar else series.to_numpy()
+        for repeat, series in means.groupby(level="repeat")
+    }
+
+
+def repeat_curves(runs: Sequence[Run], member: str, metric: str) -> np.ndarray:
+    """(repeats, epochs): each repeat's curve of ``metric``, averaged over its folds."""
+    curves = list(per_repeat(runs, lambda run: run.curves[metric], member).values())
+    if not curves:
+        return np.zeros((0, 0))
+    length = min(len(c) for c in curves)
+    return np.asarray([c[:length] for c in curves])
+
+
+def summarize(runs: Sequence[Run], members: Sequence[tuple[str, float | None]], cv: bool) -> dict[str, Any]:
+    """Per member (label, grid value): run counts, then mean and std over repeats of every final value."""
+    complete = complete_repeats(runs)
+    finals = pd.DataFrame([{"member": r.member, "repeat": r.repeat, **r.finals} for r in complete])
+    by_repeat = finals.groupby(["member", "repeat"], sort=False).mean() if complete else finals
+    summary: dict[str, Any] = {}
+    for label, grid_value in members:
+        own = [r for r in runs if r.member == label]
+        entry: dict[str, Any] = {
+            "runs": len(own),
+            "diverged": sum(r.status == "diverged" for r in own),
+            "repeats_ok": len({r.repeat for r in complete if r.member == label}),
+            "status": "ok" if all(r.status == "ok" for r in own) else "diverged",
+        }
+        if grid_value is not None:
+            entry["grid_value"] = grid_value
+        if entry["repeats_ok"]:
+            repeats = by_repeat.xs(label, level="member")
+            for key, mean, std in zip(repeats.columns, repeats.mean(), repeats.std(ddof=0), strict=True):
+                if not math.isnan(mean):
+                    entry[key], entry[f"{key}_std"] = round(float(mean), 6), round(float(std), 6)
+            if cv:
+                entry["cv_accuracy"] = entry["final_val_accuracy"]
+        summary[label] = entry
+    return summary
+
+
+def write_curves(path: Path, runs: Sequence[Run], members: Sequence[str]) -> None:
+    """Per epoch, the mean over repeats of each member's curves: the stage's DVC plot (x = epoch)."""
+    columns: dict[str, np.ndarray] = {}
+    for label in members:
+        suffix = "" if len(members) == 1 else f"[{label.split('[', 1)[-1].rstrip(']')}]"
+        for metric in CURVE_METRICS:
+            curves = repeat_curves(runs, label, metric)
+            if curves.size:
+                columns[metric + suffix] = curves.mean(axis=0)
+    length = min((len(c) for c in columns.values()), default=0)
+    table = pd.DataFrame({"epoch": np.arange(1, length + 1), **{k: c[:length] for k, c in columns.items()}})
+    with atomic_path(path) as temporary:
+        table.to_csv(temporary, index=False, float_format="%.6g", lineterminator=LINE_END)

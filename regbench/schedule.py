@@ -1,0 +1,206 @@
+"""Which runs a train stage makes, on which rows, and which engine trains them.
+
+A variant's runs are its members x repeats (seeds) x CV folds. ``run_specs`` lays
+them out with their data; ``train_all`` hands them to an engine: the stacked
+engine (``stacked.train_jobs``) when every run can share one program and the
+stacked engine implements every setting, else one trainer per member
+(``engine.make_trainer``), reused across its repeats and folds.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from regbench import datasets
+from regbench.config import ExperimentParams, Member, Params, VariantParams
+from regbench.engine import FitData, binary_targets, make_trainer
+from regbench.progress import Progress
+from regbench.records import RunResult
+from regbench.schema import flatten, to_plain
+from regbench.sparse import BinaryCsr
+from regbench.stacked import Job, evaluation_sets, train_jobs, unsupported
+from regbench.tracking import ChildRuns
+
+log = logging.getLogger(__name__)
+
+
+def effective_params(member: VariantParams, params: Params) -> VariantParams:
+    """The member's settings with the quick-run caps of the train section applied."""
+    if params.train.max_epochs is not None and member.epochs > params.train.max_epochs:
+        return dataclasses.replace(member, epochs=params.train.max_epochs)
+    return member
+
+
+def _rows(x, index: np.ndarray):
+    return x.take(index) if isinstance(x, BinaryCsr) else x[index]
+
+
+def split(
+    data: datasets.PreparedData,
+    variant: VariantParams,
+    fold: int | None,
+    max_train_samples: int | None,
+    seed: int,
+) -> tuple[FitData, tuple[Any, np.ndarray] | None]:
+    """The variant's training and validation arrays, and a separate test set if there is one."""
+    x, y = data["x_train"], binary_targets(data["y_train"])
+    test = None
+    if variant.validation == "cv":
+        if "fold" not in data:
+            raise ValueError("validation: cv needs a prepared dataset with fold assignments (sonar)")
+        held_out = data["fold"] == fold
+        train_index, val_index = np.flatnonzero(~held_out), np.flatnonzero(held_out)
+    elif variant.validation == "split":
+        # Keras' validation_split: the last fraction of the rows, taken before any shuffling.
+        split_at = int(math.floor(len(y) * (1.0 - variant.validation_split)))
+        train_index, val_index = np.arange(split_at), np.arange(split_at, len(y))
+        test = (data["x_test"], binary_targets(data["y_test"]))
+    else:
+        train_index, val_index = np.arange(len(y)), None
+    if max_train_samples is not None and len(train_index) > max_train_samples:
+        # A seeded random subset: the prepared rows may be sorted by class.
+        chosen = np.random.default_rng([seed, 2]).choice(len(train_index), max_train_samples, replace=False)
+        train_index = train_index[np.sort(chosen)]
+    # All rows in order: use the arrays as they are (a copy of full MNIST per repeat costs 190 MB).
+    whole = len(train_index) == len(y) and bool(np.all(train_index == np.arange(len(y))))
+    x_train, y_train = (x, y) if whole else (_rows(x, train_index), y[train_index])
+    if val_index is None:
+        x_val, y_val = data["x_test"], binary_targets(data["y_test"])
+    else:
+        x_val, y_val = _rows(x, val_index), y[val_index]
+    if data.manifest.get("standardize") and not isinstance(x_train, BinaryCsr):
+        # Fitted on this fold's training rows only, so no information leaks from the held-out rows.
+        mean, std = x_train.mean(axis=0), x_train.std(axis=0) + 1e-7
+        x_train, x_val = (x_train - mean) / std, (x_val - mean) / std
+    return FitData(x_train, y_train, x_val, y_val), test
+
+
+def run_seed(seed: int, fold: int | None) -> int:
+    """Each fold of a repeat gets its own initial weights; fold None keeps the repeat's seed."""
+    return seed if fold is None else seed * 100 + fold
+
+
+def cv_folds(experiment: ExperimentParams, data) -> list[int | None]:
+    """The folds each repeat trains on: every CV fold of the prepared data, or [None] (one run per repeat)."""
+    return list(range(int(data.manifest["folds"]))) if experiment.defaults.validation == "cv" else [None]
+
+
+@dataclass
+class RunSpec:
+    """Where a job sits in the variant: member, repeat, seed and fold."""
+
+    member: Member
+    repeat: int
+    seed: int
+    fold: int | None
+    label: str
+    job: Job
+
+
+def run_specs(params: Params, experiment: ExperimentParams, members: list[Member], data, folds) -> list[RunSpec]:
+    specs = []
+    for member in members:
+        for repeat, seed in enumerate(experiment.seeds):
+            for fold in folds:
+                fit_data, test = split(data, member.params, fold, params.train.max_train_samples, seed)
+                label = f"{member.label} repeat {repeat + 1}/{len(experiment.seeds)}" + (
+                    f" fold {fold + 1}/{len(folds)}" if fold is not None else ""
+                )
+                job = Job(fit_data, run_seed(seed, fold), member.params, test)
+                specs.append(RunSpec(member, repeat, seed, fold, label, job))
+    return specs
+
+
+class _Collector:
+    """Gathers each finished run's result, and keeps its MLflow child run and the progress line in step."""
+
+    def __init__(self, specs: list[RunSpec], children: ChildRuns, progress: Progress, stage: str):
+        self.specs, self.children, self.progress, self.stage = specs, children, progress, stage
+        self.results: dict[int, RunResult] = {}
+
+    def open(self, index: int) -> str | None:
+        spec = self.specs[index]
+        settings = {"grid_value": spec.member.grid_value, **flatten(to_plain(spec.member.params))}
+        return self.children.open(index, spec.member.label, spec.repeat, spec.seed, spec.fold, settings)
+
+    def done(self, index: int, history, evaluations: dict[str, float]) -> None:
+        spec = self.specs[index]
+        run_id = self.open(index)
+        if history.status == "diverged":
+            log.warning(
+                "%s %s diverged at epoch %d (non-finite loss); the other runs go on",
+                self.stage,
+                spec.label,
+                history.diverged_epoch,
+            )
+        self.children.close(index, history, evaluations)
+        member = spec.member
+        self.results[index] = RunResult(
+            member.label, member.grid_value, spec.repeat, spec.seed, spec.fold, history, evaluations, run_id
+        )
+        self.progress.run_done()
+
+
+def train_all(
+    params: Params, specs: list[RunSpec], data, children: ChildRuns, progress: Progress, stage: str
+) -> list[RunResult]:
+    """Train every run with the engine ``params.train.engine`` names; results in ``specs`` order."""
+    collector = _Collector(specs, children, progress, stage)
+    try:
+        _dispatch(params, specs, data, collector, progress, stage)
+    except BaseException as error:
+        children.abort(error)
+        raise
+    return [collector.results[index] for index in range(len(specs))]
+
+
+def _dispatch(params: Params, specs: list[RunSpec], data, collector: _Collector, progress: Progress, stage) -> None:
+    sparse = isinstance(data["x_train"], BinaryCsr)
+    input_dim = data["x_train"].shape[1]
+    output_dim = 1 if data["y_train"].ndim == 1 else data["y_train"].shape[1]
+    jobs = [spec.job for spec in specs]
+    if params.train.engine == "compiled":
+        reason = unsupported(jobs)
+        if reason is None:
+
+            def progress_for(indices: list[int]):
+                first = specs[indices[0]]
+                progress.begin(
+                    f"{first.member.label}: {len(indices)} runs together", first.job.params.epochs, len(indices)
+                )
+                return progress
+
+            train_jobs(
+                jobs,
+                input_dim,
+                output_dim,
+                params.train.chunk_seconds,
+                progress_for,
+                collector.done,
+                parts=params.train.stack_parts,
+            )
+            return
+        log.info("%s: runs train one at a time, not stacked: %s", stage, reason)
+    trainer, trainer_member = None, None
+    for index, spec in enumerate(specs):
+        if spec.member is not trainer_member:
+            # One trainer per member: the compiled engine is traced once and reused across repeats and folds.
+            trainer_member = spec.member
+            trainer = make_trainer(
+                params.train.engine, spec.job.params, input_dim, output_dim, sparse, params.train.chunk_seconds
+            )
+        progress.begin(spec.label, spec.job.params.epochs)
+        collector.open(index)
+        history = trainer.train(spec.job.data, spec.job.seed, progress)
+        evaluations = {}
+        if history.status == "ok":
+            for prefix, arrays in evaluation_sets(spec.job).items():
+                metrics = trainer.final_metrics(*arrays)
+                evaluations.update({f"{prefix}_{k}": v for k, v in metrics.items()})
+        collector.done(index, history, evaluations)

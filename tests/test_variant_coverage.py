@@ -1,0 +1,155 @@
+"""Every variant setting is honoured by every engine or refused by the stacked engine: none is silently dropped.
+
+The table below classifies each field of ``VariantParams`` (and of its optimizer). A new field that is
+not in it fails ``test_every_variant_setting_is_classified``: decide whether both engines honour it
+(then add a value to COMPARED, and the comparison with ``model.fit`` must pass) or the stacked engine
+refuses it (REFUSED, and ``stacked.refusal`` must say so).
+"""
+
+import dataclasses
+import logging
+import typing
+
+import keras
+import numpy as np
+import pytest
+
+from regbench import config, datasets, engine, models, schedule, stacked
+from regbench.progress import Progress
+from regbench.tracking import ChildRuns
+from tests.test_models_engine import PARAMS, toy_data, variant
+
+BASE = variant(
+    "sonar", "baseline", hidden=(8, 4), epochs=4, batch_size=8, optimizer=config.OptimizerParams("sgd", 0.05, 0.8)
+)
+# Honoured by both engines exactly: with this value (not the base's), each engine's history equals model.fit's.
+COMPARED = {
+    "hidden": (5, 3, 2),
+    "activation": "tanh",
+    "optimizer.name": "adam",
+    "optimizer.learning_rate": 0.2,
+    "optimizer.momentum": 0.3,
+    "loss": "categorical_crossentropy",
+    "epochs": 6,
+    "batch_size": 5,
+    "l2": 0.01,
+    "max_norm": 0.3,
+}
+# Honoured by both engines in distribution only: dropout masks and shuffled row orders come from other
+# random streams than Keras' (engine.epoch_orders, stacked.py), so the check is that the setting
+# changes training in both engines, not that it equals model.fit.
+OWN_STREAM = {"input_dropout": 0.5, "hidden_dropout": 0.5, "shuffle": True}
+# Used by schedule.split to choose the training and validation rows; no engine ever sees them.
+ROWS = {"validation", "validation_split"}
+# Refused by the stacked engine (its runs train one at a time, with a log line): none today.
+REFUSED: dict[str, typing.Any] = {}
+
+
+def setting_names(cls, prefix="") -> list[str]:
+    """Every field of ``cls``, nested dataclasses (the optimizer) as ``outer.inner``."""
+    names = []
+    hints = typing.get_type_hints(cls)
+    for field in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[field.name]):
+            names += setting_names(hints[field.name], f"{prefix}{field.name}.")
+        else:
+            names.append(prefix + field.name)
+    return names
+
+
+def with_setting(params: config.VariantParams, name: str, value) -> config.VariantParams:
+    if name == "optimizer.name" and value != "sgd":
+        # Only SGD takes a momentum: config.OptimizerParams refuses one given to another optimizer.
+        return dataclasses.replace(params, optimizer=dataclasses.replace(params.optimizer, name=value, momentum=0.0))
+    if "." in name:
+        outer, inner = name.split(".")
+        return dataclasses.replace(params, **{outer: dataclasses.replace(getattr(params, outer), **{inner: value})})
+    return dataclasses.replace(params, **{name: value})
+
+
+def test_every_variant_setting_is_classified():
+    classified = [*COMPARED, *OWN_STREAM, *ROWS, *REFUSED]
+    assert len(classified) == len(set(classified)), "a setting is classified twice"
+    unclassified = sorted(set(setting_names(config.VariantParams)) - set(classified))
+    assert not unclassified, (
+        f"VariantParams settings {unclassified} are not classified: make both engines honour them (COMPARED) "
+        "or have stacked.refusal refuse them (REFUSED)"
+    )
+    assert sorted(set(classified) - set(setting_names(config.VariantParams))) == [], "stale entries in the table"
+
+
+def test_the_stacked_network_is_every_field_of_the_model_spec():
+    assert {f.name for f in dataclasses.fields(models.ModelSpec)} == stacked.IMPLEMENTED
+
+
+def reference(params, data, seed, output_dim):
+    keras.utils.set_random_seed(seed)
+    return engine.fit_model(models.build_model(models.ModelSpec.of(params, 6, output_dim)), params, data, seed=seed)
+
+
+@pytest.mark.parametrize("name", sorted(COMPARED))
+def test_both_engines_honour_the_setting_as_model_fit_does(name):
+    params = with_setting(BASE, name, COMPARED[name])
+    assert getattr(params, name.split(".")[0]) != getattr(BASE, name.split(".")[0]), "the value must change BASE"
+    categorical = params.loss == "categorical_crossentropy"
+    output_dim = 2 if categorical else 1
+    datas = [toy_data(seed=s, categorical=categorical) for s in (0, 1)]
+    seeds = [5, 6]
+    expected = [reference(params, data, seed, output_dim) for data, seed in zip(datas, seeds, strict=True)]
+    compiled = engine.CompiledTrainer(params, 6, output_dim, sparse=False, chunk_seconds=1.0)
+    per_run = [compiled.train(data, seed) for data, seed in zip(datas, seeds, strict=True)]
+    assert stacked.refusal(params) is None, f"{name}: the stacked engine refuses it, yet it is in COMPARED"
+    jobs = [stacked.Job(data, seed, params) for data, seed in zip(datas, seeds, strict=True)]
+    together = stacked.StackedTrainer(params, 6, output_dim, 2, 32, 32, 1.0).train(jobs)
+    for theirs, ours_alone, ours_stacked in zip(expected, per_run, together, strict=True):
+        assert theirs.epochs == params.epochs
+        for metric in engine.METRICS:
+            np.testing.assert_allclose(ours_alone.metrics[metric], theirs.metrics[metric], rtol=1e-5, atol=1e-7)
+            np.testing.assert_allclose(ours_stacked.metrics[metric], theirs.metrics[metric], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", sorted(OWN_STREAM))
+def test_both_engines_apply_the_randomized_setting(name):
+    params = with_setting(BASE, name, OWN_STREAM[name])
+    assert getattr(params, name) != getattr(BASE, name), "the value must change BASE"
+    data = toy_data(seed=0)
+    plain = engine.CompiledTrainer(BASE, 6, 1, sparse=False, chunk_seconds=1.0).train(data, 5)
+    alone = engine.CompiledTrainer(params, 6, 1, sparse=False, chunk_seconds=1.0).train(data, 5)
+    together = stacked.StackedTrainer(params, 6, 1, 1, 32, 32, 1.0).train([stacked.Job(data, 5, params)])[0]
+    for history in (alone, together):
+        assert history.metrics["loss"] != plain.metrics["loss"]
+
+
+def test_rows_settings_choose_the_rows_before_any_engine():
+    x, y = np.arange(20, dtype=np.float32).reshape(10, 2), np.zeros(10, np.float32)
+    data = datasets.PreparedData({"x_train": x, "y_train": y, "x_test": x[:3], "y_test": y[:3]})
+    split = schedule.split(data, dataclasses.replace(BASE, validation="split", validation_split=0.3), None, None, 0)
+    assert (len(split[0].y_train), len(split[0].y_val)) == (7, 3)
+    whole = schedule.split(data, dataclasses.replace(BASE, validation="test"), None, None, 0)
+    assert (len(whole[0].y_train), len(whole[0].y_val)) == (10, 3)
+
+
+def test_a_refused_variant_trains_one_run_at_a_time_with_the_reason_logged(monkeypatch, caplog):
+    monkeypatch.setattr(stacked, "IMPLEMENTED", stacked.IMPLEMENTED - {"max_norm"})
+    params = dataclasses.replace(BASE, max_norm=0.3)
+    assert "max_norm" in stacked.refusal(params)
+    with pytest.raises(ValueError, match="max_norm"):
+        stacked.StackedTrainer(params, 6, 1, 1, 32, 32, 1.0)
+    member = config.Member("v", params)
+    data = toy_data(seed=0)
+    specs = [
+        schedule.RunSpec(member, repeat, seed, None, f"v {repeat}", stacked.Job(data, seed, params))
+        for repeat, seed in enumerate((5, 6))
+    ]
+    caplog.set_level(logging.INFO, logger="regbench.schedule")
+    results = schedule.train_all(
+        PARAMS,  # engine: compiled, which would stack these runs
+        specs,
+        datasets.PreparedData({"x_train": data.x_train, "y_train": data.y_train}),
+        ChildRuns(None, None, {"stage": "train@test"}, 50),
+        Progress("train@test", 2),
+        "train@test",
+    )
+    assert "not stacked" in caplog.text and "max_norm" in caplog.text
+    alone = reference(params, data, 5, 1)
+    np.testing.assert_allclose(results[0].history.metrics["val_loss"], alone.metrics["val_loss"], rtol=1e-5)
