@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import time
 from collections.abc import Iterator
@@ -22,6 +23,14 @@ from mlflow.entities import Metric, Param, RunTag
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 MAX_BATCH = 1000  # MLflow accepts at most 1000 metrics per log_batch call
 STAGE_TAG = "regbench.stage"
+# MLflow 3 classifies experiments as GenAI or model training. Where its UI reads this tag (the
+# experiment-kind inference; mlflow/server/js: the "mlflow.experimentKind" lookup), it is what
+# decides; MLflow 3.x with the workflow switch reads the `workflowType` URL parameter first, so
+# links also carry it: see runs_view_url.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+# Per-run values of the per-member summary in metrics.json that are not a mean over repeats.
+NOT_SUMMARY = {"runs", "diverged", "repeats_ok", "status", "grid_value"}
 
 
 class StageKilled(BaseException):
@@ -53,7 +62,15 @@ class Tracker:
         mlflow.set_tracking_uri(self.uri)
         self.client = MlflowClient(self.uri)
         experiment = self.client.get_experiment_by_name(experiment_name)
-        self.experiment_id = experiment.experiment_id if experiment else self.client.create_experiment(experiment_name)
+        if experiment is None:
+            self.experiment_id = self.client.create_experiment(
+                experiment_name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+            )
+        else:
+            self.experiment_id = experiment.experiment_id
+            if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+                # A store made before the tag existed: classify it now rather than leave it to inference.
+                self.client.set_experiment_tag(self.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
 
     def close_stale_runs(self, stage: str) -> int:
         """Runs of this stage left RUNNING by a process killed without warning (SIGKILL) become KILLED."""
@@ -80,21 +97,46 @@ class Tracker:
     def log_history(
         self, run_id: str, metrics: dict[str, list[float]], final: dict[str, float], max_steps: int | None = None
     ) -> None:
-        """Per-epoch metrics with step = epoch (1-based), then the final values at their own keys.
+        """Per-epoch metrics with step = epoch (1-based), then the single values of ``final`` at their own keys.
 
         With ``max_steps``, a longer history is sampled at evenly spaced epochs (first and last kept).
-        A metric that is zero throughout (no regularization term) is not sent.
+        A metric that is zero throughout (no regularization term) is not sent. A ``final_<metric>``
+        that repeats the last epoch of a history sent here is not sent either: the UI would draw it
+        as a second, one-bar chart beside the curve that already ends on that value (the runs
+        table's column for the curve shows the same last value).
+        """
+        timestamp = int(time.time() * 1000)
+        sent = [key for key, values in metrics.items() if any(value != 0 for value in values)]
+        batch = [
+            Metric(key, metrics[key][epoch - 1], timestamp, epoch)
+            for key in sent
+            for epoch in sampled_epochs(len(metrics[key]), max_steps)
+        ]
+        batch += [
+            Metric(key, value, timestamp, 0)
+            for key, value in final.items()
+            if not (key.startswith("final_") and key.removeprefix("final_") in metrics)
+        ]
+        # Synchronous on purpose: MLflow's asynchronous queue is shut down (about 1 s) at every
+        # set_terminated, which made logging 50 sonar child runs cost three times their training.
+        for start in range(0, len(batch), MAX_BATCH):
+            self.client.log_batch(run_id, metrics=batch[start : start + MAX_BATCH], synchronous=True)
+
+    def log_summary(self, run_id: str, summary: dict[str, dict[str, Any]]) -> None:
+        """A parent run's metrics: per member, the mean over repeats of every final and best value.
+
+        ``summary`` is the per-member summary of metrics.json. A single member's keys are logged as
+        they are (``final_val_accuracy``), so the runs table compares variants in one column; a
+        grid's members get a prefix (``hidden_dropout_0.1/final_val_accuracy``), which the UI shows
+        as one section per member. Standard deviations stay in metrics.json.
         """
         timestamp = int(time.time() * 1000)
         batch = [
-            Metric(key, values[epoch - 1], timestamp, epoch)
-            for key, values in metrics.items()
-            if any(value != 0 for value in values)
-            for epoch in sampled_epochs(len(values), max_steps)
+            Metric(_summary_key(member, key, len(summary) > 1), float(value), timestamp, 0)
+            for member, entry in summary.items()
+            for key, value in entry.items()
+            if key not in NOT_SUMMARY and not key.endswith("_std") and isinstance(value, int | float)
         ]
-        batch += [Metric(key, value, timestamp, 0) for key, value in final.items()]
-        # Synchronous on purpose: MLflow's asynchronous queue is shut down (about 1 s) at every
-        # set_terminated, which made logging 50 sonar child runs cost three times their training.
         for start in range(0, len(batch), MAX_BATCH):
             self.client.log_batch(run_id, metrics=batch[start : start + MAX_BATCH], synchronous=True)
 
@@ -106,6 +148,24 @@ class Tracker:
 
     def end(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
+
+
+def _summary_key(member: str, key: str, prefixed: bool) -> str:
+    """``dropout_grid[hidden_dropout=0.1]`` -> ``hidden_dropout_0.1/<key>``: MLflow keys allow no brackets or '='."""
+    if not prefixed:
+        return key
+    inside = member.split("[", 1)[-1].rstrip("]")
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", inside) + "/" + key
+
+
+def runs_view_url(server: str, experiment_id: str) -> str:
+    """The MLflow UI page that lists an experiment's runs (not MLflow 3's GenAI overview).
+
+    The UI is a hash-routed single page: ``#/experiments/<id>/runs`` is the runs tab, and
+    ``workflowType=machine_learning`` selects the "Model training" view that MLflow 3.x otherwise
+    takes from the browser's last choice (default GenAI).
+    """
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
 def sampled_epochs(epochs: int, max_steps: int | None) -> list[int]:

@@ -203,6 +203,7 @@ def train(params: Params, run_name: str, out_dir: Path, tracker: Tracker | None 
     results = [recorder.results[index] for index in range(len(specs))]
     summary = write_outputs(out_dir, params, experiment, variant, members, results, data, context, parent)
     if tracker is not None and parent is not None:
+        tracker.log_summary(parent, summary)
         tracker.log_artifact(parent, out_dir / HISTORIES)
         curve_png = out_dir / "learning_curves.png"
         plot_learning_curves(results, curve_png, run_name)
