@@ -158,6 +158,11 @@ def _summary_key(member: str, key: str, prefixed: bool) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", inside) + "/" + key
 
 
+def mlflow_ui_command(tracking_uri: str) -> str:
+    """The command that serves a local store: one worker answers first on a small machine (README, MLflow)."""
+    return f"mlflow ui --backend-store-uri {tracking_uri} --workers 1"
+
+
 def runs_view_url(server: str, experiment_id: str) -> str:
     """The MLflow UI page that lists an experiment's runs (not MLflow 3's GenAI overview).
 

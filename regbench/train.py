@@ -201,7 +201,10 @@ def train(params: Params, run_name: str, out_dir: Path, tracker: Tracker | None 
         if tracker is not None and parent is not None:
             tracker.end(parent, status=status)
     results = [recorder.results[index] for index in range(len(specs))]
-    summary = write_outputs(out_dir, params, experiment, variant, members, results, data, context, parent)
+    experiment_id = tracker.experiment_id if tracker is not None else None
+    summary = write_outputs(
+        out_dir, params, experiment, variant, members, results, data, context, parent, experiment_id
+    )
     if tracker is not None and parent is not None:
         tracker.log_summary(parent, summary)
         tracker.log_artifact(parent, out_dir / HISTORIES)
@@ -406,7 +409,9 @@ def summarize(members: list[Member], results: list[RunResult], cv: bool) -> dict
     return summary
 
 
-def write_outputs(out_dir, params, experiment, variant, members, results, data, context, parent_run) -> dict:
+def write_outputs(
+    out_dir, params, experiment, variant, members, results, data, context, parent_run, experiment_id=None
+) -> dict:
     out_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir / HISTORIES) as temporary, temporary.open("w", newline="") as handle:
         writer = csv.writer(handle)
@@ -461,7 +466,8 @@ def write_outputs(out_dir, params, experiment, variant, members, results, data, 
             "data_manifest": {
                 k: data.manifest[k] for k in ("experiment", "source", "content_digest", "shapes", "class_balance")
             },
-            "mlflow": {"tracking_uri": tracking_uri(), "parent_run_id": parent_run},
+            # The experiment id lets the report link to the experiment's runs view (regbench.tracking.runs_view_url).
+            "mlflow": {"tracking_uri": tracking_uri(), "experiment_id": experiment_id, "parent_run_id": parent_run},
             "library_versions": provenance.library_versions(),
             "device": provenance.device(),
             "finished": provenance.now(),
