@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from regbench import provenance
+from regbench.browser import chromium, dump_dom
 from stages import claims as claims_stage
 from stages import prepare as prepare_stage
 from stages import report as report_stage
@@ -116,3 +117,19 @@ def test_git_revision_is_dirty_for_code_changes_only(tmp_path):
     (tmp_path / "regbench" / "engine.py").write_text("A = 2\n")
     assert provenance.git_revision(tmp_path) == f"{clean}-dirty"
     assert provenance.git_revision(tmp_path / "regbench") == f"{clean}-dirty"
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(chromium() is None, reason="chromium is not installed (apt-get install -y chromium)")
+def test_report_renders_in_chromium_with_verdict_badges_and_every_figure(workdir):
+    dom = dump_dom((workdir / "reports/index.html").as_uri(), budget_ms=5000)
+    claims = json.loads((workdir / "reports/claims_detail.json").read_text())["claims"]
+    badges = re.findall(r'<span class="verdict verdict-([a-z-]+)">([a-z ]+)</span>', dom)
+    # One in the summary table per claim, one in each section of a claim whose experiment ran (circles).
+    assert len(badges) == len(claims) + sum(entry["experiment"] == "circles" for entry in claims.values())
+    assert all(css == word.replace(" ", "-") for css, word in badges)
+    assert {word for _, word in badges} <= {"reproduced", "refuted", "inconclusive", "not run"}
+    figures = sorted(path.name for path in (workdir / "reports/figures").glob("*.png"))
+    assert len(figures) == 3 and dom.count('<img src="data:image/png;base64,') == len(figures)
+    alts = set(re.findall(r'<img [^>]*alt="([^"]+)"', dom))
+    assert alts == {"circles learning curves", "circles published vs measured", "circles dropout_grid"}
