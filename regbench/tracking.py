@@ -38,7 +38,24 @@ class StageKilled(BaseException):
 
 
 def tracking_uri() -> str:
+    """The store as the user names it (and the manifests record it): MLFLOW_TRACKING_URI or mlflow.db."""
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def store_uri(uri: str, cwd: Path | None = None) -> str:
+    """Where to write ``uri``: the default store is the workspace's mlflow.db, also for DVC's temp runs.
+
+    `dvc exp run --temp` and queued experiments run in ``<workspace>/.dvc/tmp/exps/<dir>``
+    (dvc/repo/experiments/executor/local.py, TempDirExecutor); the relative default would write
+    their runs to a store in that directory, deleted with it.
+    """
+    if uri != DEFAULT_TRACKING_URI:
+        return uri
+    here = (cwd or Path.cwd()).resolve()
+    for directory in [here, *here.parents]:
+        if directory.name == "exps" and directory.parent.name == "tmp" and directory.parent.parent.name == ".dvc":
+            return f"sqlite:///{directory.parent.parent.parent / 'mlflow.db'}"
+    return uri
 
 
 @contextlib.contextmanager
@@ -59,8 +76,8 @@ def killed_on_signal() -> Iterator[None]:
 class Tracker:
     def __init__(self, experiment_name: str, uri: str | None = None):
         self.uri = uri or tracking_uri()
-        mlflow.set_tracking_uri(self.uri)
-        self.client = MlflowClient(self.uri)
+        mlflow.set_tracking_uri(store_uri(self.uri))
+        self.client = MlflowClient(store_uri(self.uri))
         experiment = self.client.get_experiment_by_name(experiment_name)
         if experiment is None:
             self.experiment_id = self.client.create_experiment(

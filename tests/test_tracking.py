@@ -2,7 +2,7 @@
 
 from mlflow import MlflowClient
 
-from regbench.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, Tracker, runs_view_url
+from regbench.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, Tracker, runs_view_url, store_uri
 
 HISTORY = {"loss": [0.9, 0.5, 0.3], "val_loss": [0.8, 0.6, 0.7], "reg_loss": [0.0, 0.0, 0.0]}
 
@@ -47,3 +47,11 @@ def test_grid_members_get_one_prefix_each_on_the_parent(tmp_path):
 def test_runs_view_url_opens_the_model_training_runs_tab():
     url = runs_view_url("http://127.0.0.1:5000/", "7")
     assert url == "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
+
+
+def test_dvc_temp_and_queued_runs_write_to_the_workspace_store(tmp_path):
+    executor = tmp_path / "repo" / ".dvc" / "tmp" / "exps" / "tmpab12cd"
+    executor.mkdir(parents=True)
+    assert store_uri("sqlite:///mlflow.db", executor) == f"sqlite:///{(tmp_path / 'repo' / 'mlflow.db').resolve()}"
+    assert store_uri("sqlite:///mlflow.db", tmp_path / "repo") == "sqlite:///mlflow.db"
+    assert store_uri("http://127.0.0.1:5000", executor) == "http://127.0.0.1:5000"
