@@ -21,7 +21,7 @@ import numpy as np
 from regbench.claims import NOT_RUN, Measure, Run, bootstrap_interval, load_runs, per_repeat, run_name
 from regbench.config import Params
 from regbench.io import atomic_path, read_json
-from regbench.tracking import mlflow_ui_command, runs_view_url
+from regbench.tracking import mlflow_ui_command, run_url, runs_view_url
 
 # Verdicts as words in a styled badge: icon glyphs render as empty boxes without an emoji font.
 VERDICTS = ("reproduced", "refuted", "inconclusive", NOT_RUN)
@@ -485,7 +485,8 @@ def provenance(all_results: Mapping[str, ExperimentResults], params: Params) -> 
             if ids.get("experiment_id") is not None:
                 experiment = f"[{experiment} runs]({runs_view_url(server, ids['experiment_id'])})"
             run = ids["parent_run_id"]
-            lines.append(f"| `{manifest['stage']}` | {experiment} | [`{run}`]({server}/#/runs/{run}) |")
+            link = run_url(server, run, ids.get("experiment_id"))
+            lines.append(f"| `{manifest['stage']}` | {experiment} | [`{run}`]({link}) |")
     return lines
 
 

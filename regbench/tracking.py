@@ -190,6 +190,12 @@ def runs_view_url(server: str, experiment_id: str) -> str:
     return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
 
 
+def run_url(server: str, run_id: str, experiment_id: str | None = None) -> str:
+    """A run's page in the model-training view (without ``workflowType`` MLflow 3 shows it as a GenAI evaluation)."""
+    path = f"experiments/{experiment_id}/runs/{run_id}" if experiment_id is not None else f"runs/{run_id}"
+    return f"{server.rstrip('/')}/#/{path}?workflowType=machine_learning"
+
+
 def sampled_epochs(epochs: int, max_steps: int | None) -> list[int]:
     """1-based epochs to log: all of them, or ``max_steps`` evenly spaced ones including the first and last."""
     if max_steps is None or epochs <= max_steps:

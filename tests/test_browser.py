@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from regbench.browser import chromium, dump_dom, mlflow_ui
-from regbench.tracking import Tracker, runs_view_url
+from regbench.tracking import Tracker, run_url, runs_view_url
 from tests.conftest import copy_repo
 
 pytestmark = [
@@ -55,8 +55,8 @@ def test_mlflow_link_opens_the_runs_view_with_the_parent_and_its_child_runs(stor
     uri, experiment_id, parent, children = store
     with mlflow_ui(uri) as ui:
         runs_view = dump_dom(runs_view_url(ui.url, experiment_id))
-        parent_page = dump_dom(f"{ui.url}/#/runs/{parent}")
-        child_page = dump_dom(f"{ui.url}/#/runs/{children[0]}")
+        parent_page = dump_dom(run_url(ui.url, parent, experiment_id))
+        child_page = dump_dom(run_url(ui.url, children[0]))
     text = text_of(runs_view)
     # The "Model training" runs table, not MLflow 3's GenAI overview (traces, latency, "Detect Issues").
     assert "demo-baseline" in text and "Detect Issues" not in text and "Latency" not in text
@@ -65,6 +65,7 @@ def test_mlflow_link_opens_the_runs_view_with_the_parent_and_its_child_runs(stor
     assert f"{1 + REPEATS} matching runs" in text
     parent_text = text_of(parent_page)
     assert "final_val_accuracy" in parent_text and "best_val_loss" in parent_text  # summary metrics
+    assert "Evaluations" not in parent_text  # shown as a training run, not a GenAI evaluation run
     child_text = text_of(child_page)
     assert "baseline-r0" in child_text and "val_loss" in child_text
     assert "final_val_accuracy" not in child_text  # no one-bar chart repeating the curve's last epoch

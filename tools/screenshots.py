@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from regbench.browser import chromium, mlflow_ui, screenshot  # noqa: E402
-from regbench.tracking import runs_view_url, tracking_uri  # noqa: E402
+from regbench.tracking import run_url, runs_view_url, tracking_uri  # noqa: E402
 
 
 def ensure_chromium() -> None:
@@ -69,7 +69,12 @@ def mlflow_shots(out: Path, store: str, experiment: str) -> list[Path]:
         print(f"mlflow ui answered after {ui.seconds_to_answer:.1f} s", flush=True)
         return [
             screenshot(runs_view_url(ui.url, found.experiment_id), out / "mlflow_runs.png", (1400, 1000), 20000),
-            screenshot(f"{ui.url}/#/runs/{parent.info.run_id}", out / "mlflow_parent_run.png", (1400, 1300), 20000),
+            screenshot(
+                run_url(ui.url, parent.info.run_id, found.experiment_id),
+                out / "mlflow_parent_run.png",
+                (1400, 1300),
+                20000,
+            ),
         ]
 
 
