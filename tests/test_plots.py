@@ -1,6 +1,7 @@
 """DVC plots: an offline page template by default, and loss and accuracy of every variant plotted."""
 
 import configparser
+import json
 import re
 
 import yaml
@@ -34,5 +35,14 @@ def test_every_trained_variant_has_its_loss_and_accuracy_plotted_training_and_va
             continue  # grids: see the comment above `plots:` in dvc.yaml
         for kind in ("loss", "accuracy"):
             plot = plots[f"{target.experiment}-{kind}"]
-            assert plot["x"] == "epoch"
+            assert plot["x"] == "epoch" and plot["template"] == "curves"  # .dvc/plots/curves.json
             assert plot["y"][f"results/train/{run}/curves.csv"] == [kind, f"val_{kind}"], (run, kind)
+
+
+def test_the_curves_template_colours_each_variant_and_column_and_dashes_each_revision():
+    template = json.loads((REPO_ROOT / ".dvc" / "plots" / "curves.json").read_text())
+    assert template["data"]["values"] == "<DVC_METRIC_DATA>"
+    assert template["encoding"]["color"]["field"] == "filename::field"
+    assert template["encoding"]["strokeDash"]["field"] == "rev"
+    # An optional DVC anchor must be present: only then does DVC add the filename::field column to the data.
+    assert template["encoding"]["tooltip"] == "<DVC_METRIC_TOOLTIP>"
