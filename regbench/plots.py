@@ -13,6 +13,10 @@ import numpy as np
 from regbench.io import atomic_path
 
 PANELS = {(0, 0): "loss", (0, 1): "val_loss", (1, 0): "accuracy", (1, 1): "val_accuracy"}
+# Line style and markers (at staggered epochs) tell lines apart where their curves coincide
+# (circles: overfit and maxnorm end on the same curve).
+LINE_STYLES = ("-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 METRIC_LABEL = {
     "loss": "training loss",
     "accuracy": "training accuracy",
@@ -57,6 +61,8 @@ def plot_learning_curves(
     repeats is drawn, with a min-max band.
     """
     plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     figure, axes = plt.subplots(2, 2, figsize=(12, 7.5), sharex=True)
     colours = plt.get_cmap("tab10")
     for (row, column), metric in PANELS.items():
@@ -69,7 +75,18 @@ def plot_learning_curves(
             keep = thin(repeats.shape[1], max_points)
             epochs = keep + 1
             colour = colours(index % 10)
-            axis.plot(epochs, repeats.mean(axis=0)[keep], color=colour, linewidth=1.4, label=line)
+            every = max(1, len(keep) // 8)
+            axis.plot(
+                epochs,
+                repeats.mean(axis=0)[keep],
+                color=colour,
+                linewidth=1.4,
+                linestyle=LINE_STYLES[index % len(LINE_STYLES)],
+                marker=MARKERS[index % len(MARKERS)],
+                markersize=4,
+                markevery=((index * every) // max(1, len(curves)), every),
+                label=line,
+            )
             axis.fill_between(epochs, repeats.min(axis=0)[keep], repeats.max(axis=0)[keep], color=colour, alpha=0.15)
             spans.append(repeats)
         if metric.endswith("loss") and spans:
@@ -80,6 +97,7 @@ def plot_learning_curves(
         axis.set_title(METRIC_LABEL[metric])
         axis.set_ylabel("binary/categorical cross-entropy" if metric.endswith("loss") else "accuracy (fraction)")
         axis.grid(alpha=0.3)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         if row == 1:
             axis.set_xlabel("epoch")
     axes[0][0].legend(loc="best", fontsize=8, title=f"{legend} (mean, band = min-max over repeats)", title_fontsize=8)

@@ -27,13 +27,19 @@ from regbench.plots import METRIC_LABEL, plot_learning_curves
 from regbench.plots import pyplot as _pyplot
 from regbench.plots import save as _save
 from regbench.records import Run, load_runs
+from regbench.tracking import mlflow_ui_command, run_url, runs_view_url
 
-VERDICT_MARK = {
-    "reproduced": "✅ reproduced",
-    "refuted": "❌ refuted",
-    "inconclusive": "❔ inconclusive",
-    NOT_RUN: "— not run",
-}
+# Verdicts as words in a styled badge: icon glyphs render as empty boxes without an emoji font.
+VERDICTS = ("reproduced", "refuted", "inconclusive", NOT_RUN)
+# The seed tutorials, relative to reports/ (report.md and index.html): the repository's parent
+# holds shared/ (README: "../shared/experiments.md"), as in a clone with shared/ beside it.
+SEEDS_LINK = "../../shared/seeds/"
+# `mlflow ui` serves here by default; with a local store (sqlite, file) the report links to it.
+MLFLOW_UI_DEFAULT = "http://127.0.0.1:5000"
+# A variant "did not learn" when its mean final validation accuracy and its inference-mode train
+# accuracy are both within this margin (fraction) of the majority-class rate of their labels:
+# it is as good as always answering the most frequent class.
+NOT_LEARNED_MARGIN = 0.02
 
 
 # --- data ----------------------------------------------------------------------
@@ -65,6 +71,33 @@ class ExperimentResults:
         repeats with a diverged run left out)."""
         values = per_repeat(self.runs[variant], Measure(kind="final", metric=metric), member)
         return np.asarray([value for _, value in sorted(values.items())])
+
+    def did_not_learn(self, variant: str) -> str | None:
+        """Why ``variant`` counts as not having learned (see NOT_LEARNED_MARGIN), or None."""
+        balance = self.manifests[variant]["data_manifest"].get("class_balance") or {}
+        # Validation labels: the test split, or for CV the training labels the held-out folds come from.
+        validation = balance.get("y_test") or balance.get("y_train")
+        training = balance.get("y_train")
+        if not validation or not training or len(self.members(variant)) != 1:
+            return None
+        chance = {
+            name: max(counts.values()) / sum(counts.values())
+            for name, counts in (("validation", validation), ("train", training))
+        }
+        measured = {
+            "validation": self.repeat_finals(variant, variant, "val_accuracy"),
+            "train": self.repeat_finals(variant, variant, "train_eval_accuracy"),
+        }
+        if any(len(values) == 0 for values in measured.values()):
+            return None
+        means = {name: float(values.mean()) for name, values in measured.items()}
+        if all(means[name] <= chance[name] + NOT_LEARNED_MARGIN for name in means):
+            return (
+                f"validation accuracy {_fmt(means['validation'])} against a majority-class rate of "
+                f"{_fmt(chance['validation'])}, train accuracy (inference mode) {_fmt(means['train'])} against "
+                f"{_fmt(chance['train'])}: no better than always answering the most frequent class"
+            )
+        return None
 
 
 def interval(values: np.ndarray, params: Params, key: str) -> tuple[float, float, float]:
@@ -187,10 +220,17 @@ def _describe_test(entry: Mapping[str, Any]) -> str:
     return f"{what} of {test['variant']}; claim: {band}"
 
 
+def badge(verdict: str) -> str:
+    """The verdict as a word in a coloured box (plain text where HTML is not rendered)."""
+    return f'<span class="verdict verdict-{re.sub(r"[^a-z]+", "-", verdict)}">{html.escape(verdict)}</span>'
+
+
 def summary_table(evaluation: Mapping[str, Any]) -> list[str]:
+    # `published` is the published figure as the claim's measure, in the measured column's unit
+    # (fractions, differences, epochs); the figure as printed in the tutorial is in each claim's section.
     lines = [
-        "| claim | verdict | published | measured mean [95 % t interval] | repeats | p (one-sided) | p (Holm) |"
-        " effect size |",
+        "| claim | verdict | published (as measured) | measured mean [95 % t interval] | repeats | p (one-sided) |"
+        " p (Holm) | effect size |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for claim_id, entry in evaluation["claims"].items():
@@ -198,8 +238,9 @@ def summary_table(evaluation: Mapping[str, Any]) -> list[str]:
         p_holm = _fmt(entry["p_holm"], 3) if "p_holm" in entry else "–"
         if "p_equivalence" in entry:
             p, p_holm = f"{_fmt(entry['p_equivalence'], 3)} (TOST)", "level claim"
+        published = _fmt(entry.get("published_value"))
         lines.append(
-            f"| [`{claim_id}`](#{_anchor(claim_id)}) | {_verdict_text(entry)} | {entry['published']} | "
+            f"| [`{claim_id}`](#{_anchor(claim_id)}) | {_verdict_text(entry)} | {published} | "
             f"{_measured(entry)} | {entry.get('repeats', 0)} | {p} | {p_holm} | {_effect_text(entry)} |"
         )
     return lines
@@ -207,7 +248,7 @@ def summary_table(evaluation: Mapping[str, Any]) -> list[str]:
 
 def _verdict_text(entry: Mapping[str, Any]) -> str:
     """The verdict, and for an inconclusive one how far it is from a decision."""
-    text = VERDICT_MARK[entry["verdict"]]
+    text = badge(entry["verdict"])
     if entry["verdict"] == "inconclusive" and "repeats" in entry:
         needed = entry.get("repeats_needed")
         more = f"; about {needed} needed" if needed else "; no number of repeats would decide at the observed effect"
@@ -230,11 +271,11 @@ def _anchor(claim_id: str) -> str:
 def claim_section(claim_id: str, entry: Mapping[str, Any]) -> list[str]:
     lines = [
         f'<a id="{_anchor(claim_id)}"></a>',
-        f"#### `{claim_id}`: {VERDICT_MARK[entry['verdict']]}",
+        f"#### `{claim_id}`: {badge(entry['verdict'])}",
         "",
         f"> {entry['statement']}",
         "",
-        f"- Source: `seeds/{entry['source']}`; published: {entry['published']}"
+        f"- Source: [`seeds/{entry['source']}`]({SEEDS_LINK}{entry['source']}); published: {entry['published']}"
         + (f" (as a number: {_fmt(entry['published_value'])})" if entry.get("published_value") is not None else ""),
         f"- Test: {_describe_test(entry)}",
     ]
@@ -385,19 +426,55 @@ def how_to_read(evaluation: Mapping[str, Any], params: Params) -> list[str]:
 def published_table(
     results: ExperimentResults, published: Mapping[str, Mapping[str, float]], params: Params
 ) -> list[str]:
-    lines = ["| variant | metric | published | measured mean [95 % interval] | repeats |", "|---|---|---|---|---|"]
+    lines = [
+        "| variant | metric | published | measured mean [95 % interval] | repeats | learned? |",
+        "|---|---|---|---|---|---|",
+    ]
     for variant in results.runs:
         if len(results.members(variant)) != 1:
             continue
+        learned = "**no**: see below" if results.did_not_learn(variant) else "yes"
         metrics = list(published.get(variant, {})) or [registry()[results.name].headline_metric]
         for metric in metrics:
             values = results.repeat_finals(variant, variant, metric)
             mean, low, high = interval(values, params, f"{results.name}.{variant}.{metric}")
             lines.append(
                 f"| {variant} | {METRIC_LABEL.get(metric, metric)} | {_fmt(published.get(variant, {}).get(metric))} | "
-                f"{_fmt(mean)} [{_fmt(low)}, {_fmt(high)}] | {len(values)} |"
+                f"{_fmt(mean)} [{_fmt(low)}, {_fmt(high)}] | {len(values)} | {learned} |"
             )
     return lines
+
+
+def not_learned(all_results: Mapping[str, ExperimentResults]) -> dict[str, str]:
+    """``experiment-variant`` -> why it did not learn, for every trained variant that did not."""
+    flags = {}
+    for name, results in all_results.items():
+        for variant in results.runs:
+            if reason := results.did_not_learn(variant):
+                flags[f"{name}-{variant}"] = reason
+    return flags
+
+
+def not_learned_lines(flags: Mapping[str, str], experiment: str | None = None) -> list[str]:
+    chosen = {run: why for run, why in flags.items() if experiment is None or run.startswith(experiment + "-")}
+    if not chosen:
+        return []
+    rule = (
+        f"(rule: mean final validation accuracy and inference-mode train accuracy both within "
+        f"{NOT_LEARNED_MARGIN:g} of the majority-class rate of their labels)"
+    )
+    return [
+        f"**Did not learn** {rule}:",
+        "",
+        *(f"- `{run}`: {why}." for run, why in chosen.items()),
+        "",
+    ]
+
+
+def claim_uses_not_learned(entry: Mapping[str, Any], flags: Mapping[str, str]) -> list[str]:
+    used = [entry["test"].get("variant"), entry["test"].get("versus")]
+    runs = [f"{entry['experiment']}-{v}" for v in used if v and f"{entry['experiment']}-{v}" in flags]
+    return [f"- **Warning**: `{run}` did not learn ({flags[run]}).\n" for run in runs]
 
 
 def data_sources(all_results: Mapping[str, ExperimentResults]) -> list[str]:
@@ -448,18 +525,36 @@ def provenance(all_results: Mapping[str, ExperimentResults], params: Params) -> 
         if results.manifests:
             data = next(iter(results.manifests.values()))["data_manifest"]
             lines.append(f"| {name} | {data['source']['source']} | `{data['content_digest'][:16]}…` |")
+    uri = first["mlflow"]["tracking_uri"]
+    server = mlflow_server(uri)
+    opening = (
+        f"open the store with `{mlflow_ui_command(uri)}` (it serves {server}), then follow the links"
+        if server == MLFLOW_UI_DEFAULT
+        else f"the links go to that server, {server}"
+    )
     lines += [
         "",
-        f"MLflow: tracking URI `{first['mlflow']['tracking_uri']}`; open it with "
-        "`mlflow ui --backend-store-uri sqlite:///mlflow.db` and look for these experiments and parent runs:",
+        f"MLflow: tracking URI `{uri}`; {opening}. Each experiment's runs view lists one parent run per "
+        "train stage, with the means over repeats as its metrics, and the repeats as its child runs.",
         "",
         "| stage | MLflow experiment | parent run id |",
         "|---|---|---|",
     ]
     for name, results in all_results.items():
         for manifest in results.manifests.values():
-            lines.append(f"| `{manifest['stage']}` | `regbench/{name}` | `{manifest['mlflow']['parent_run_id']}` |")
+            ids = manifest["mlflow"]
+            experiment = f"`regbench/{name}`"
+            if ids.get("experiment_id") is not None:
+                experiment = f"[{experiment} runs]({runs_view_url(server, ids['experiment_id'])})"
+            run = ids["parent_run_id"]
+            link = run_url(server, run, ids.get("experiment_id"))
+            lines.append(f"| `{manifest['stage']}` | {experiment} | [`{run}`]({link}) |")
     return lines
+
+
+def mlflow_server(tracking_uri: str) -> str:
+    """Where a browser finds the runs: the tracking server itself, or `mlflow ui` for a local store."""
+    return tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else MLFLOW_UI_DEFAULT
 
 
 def build(params: Params, evaluation: Mapping[str, Any], results_dir: Path, out_dir: Path, now: str) -> dict[str, Any]:
@@ -468,6 +563,7 @@ def build(params: Params, evaluation: Mapping[str, Any], results_dir: Path, out_
     figures_dir.mkdir(parents=True, exist_ok=True)
     published = evaluation.get("published_figures", {})
     all_results = {name: ExperimentResults(params, name, results_dir) for name in params.experiments}
+    flags = not_learned(all_results)
     summary = evaluation["summary"]
     md = [
         f"# {params.report.title}",
@@ -491,6 +587,7 @@ def build(params: Params, evaluation: Mapping[str, Any], results_dir: Path, out_
         "",
         *summary_table(evaluation),
         "",
+        *not_learned_lines(flags),
         *how_to_read(evaluation, params),
     ]
     figures: list[str] = []
@@ -513,10 +610,12 @@ def build(params: Params, evaluation: Mapping[str, Any], results_dir: Path, out_
                 figures.append(grid.name)
                 md += [f"![{name} {variant}](figures/{grid.name})", ""]
         md += ["### Published vs measured", "", *published_table(results, published.get(name, {}), params), ""]
+        md += not_learned_lines(flags, name)
         md += ["### Claims", ""]
         for claim_id, entry in evaluation["claims"].items():
             if entry["experiment"] == name:
-                md += claim_section(claim_id, entry)
+                section = claim_section(claim_id, entry)
+                md += section[:-1] + claim_uses_not_learned(entry, flags) + section[-1:]
     md += ["## Provenance", "", *provenance(all_results, params), ""]
     text = "\n".join(md)
     with atomic_path(out_dir / "report.md") as temporary:
@@ -535,6 +634,12 @@ color:#222;line-height:1.45}
 table{border-collapse:collapse;margin:1em 0;font-size:.92em}th,td{border:1px solid #ccc;padding:.3em .6em;
 text-align:left}th{background:#f3f3f3}code{background:#f5f5f5;padding:0 .2em}img{max-width:100%}
 blockquote{margin:.5em 0;padding:.2em 1em;border-left:4px solid #ddd;color:#555}h2{border-bottom:1px solid #ddd}
+.verdict{display:inline-block;padding:.05em .55em;border-radius:.8em;font-size:.85em;font-weight:600;
+white-space:nowrap;border:1px solid}
+.verdict-reproduced{background:#e6f4ea;color:#1e6b34;border-color:#8cc79c}
+.verdict-refuted{background:#fce8e6;color:#a52714;border-color:#e6a098}
+.verdict-inconclusive{background:#fef7e0;color:#7a5900;border-color:#e8cf7a}
+.verdict-not-run{background:#f1f3f4;color:#555;border-color:#ccc}
 """
 
 

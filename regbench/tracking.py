@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import socket
 import time
@@ -35,6 +36,14 @@ MAX_BATCH = 1000  # MLflow accepts at most 1000 metrics per log_batch call
 STAGE_TAG = "regbench.stage"
 # Who owns a run: a stage closes a RUNNING run as stale only when this process no longer exists.
 OWNER_TAGS = ("regbench.owner.host", "regbench.owner.pid", "regbench.owner.started")
+# MLflow 3 classifies experiments as GenAI or model training. Where its UI reads this tag (the
+# experiment-kind inference; mlflow/server/js: the "mlflow.experimentKind" lookup), it is what
+# decides; MLflow 3.x with the workflow switch reads the `workflowType` URL parameter first, so
+# links also carry it: see runs_view_url.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+# Per-run values of the per-member summary in metrics.json that are not a mean over repeats.
+NOT_SUMMARY = {"runs", "diverged", "repeats_ok", "status", "grid_value"}
 
 
 class StageKilled(BaseException):
@@ -122,22 +131,30 @@ class Tracker:
     def __init__(self, experiment_name: str, uri: str | None = None):
         self.uri = uri or tracking_uri()
         mlflow.set_tracking_uri(self.uri)
+        # The parent run of the stage being trained, open until ``end_stage_run``.
+        self.stage_run: str | None = None
         with _store_lock(self.uri):
             # The client opens (and on first use creates) the store: inside the lock.
             self.client = MlflowClient(self.uri)
             self.experiment_id = self._experiment(experiment_name)
 
     def _experiment(self, name: str) -> str:
-        """Get or create: with another process creating the same experiment, "already exists" means done."""
+        """Get or create, classified as model training.
+
+        With another process creating the same experiment, "already exists" means done.
+        """
         experiment = self.client.get_experiment_by_name(name)
-        if experiment is not None:
-            return experiment.experiment_id
-        try:
-            return self.client.create_experiment(name)
-        except MlflowException as error:
-            if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
-                raise
-            return self.client.get_experiment_by_name(name).experiment_id
+        if experiment is None:
+            try:
+                return self.client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+            except MlflowException as error:
+                if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+                    raise
+                experiment = self.client.get_experiment_by_name(name)
+        if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
+            # A store made before the tag existed: classify it now rather than leave it to inference.
+            self.client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        return experiment.experiment_id
 
     def close_stale_runs(self, stage: str) -> int:
         """Runs of this stage left RUNNING by a process that is gone (SIGKILL, a crash) become KILLED.
@@ -174,21 +191,46 @@ class Tracker:
     def log_history(
         self, run_id: str, metrics: dict[str, list[float]], final: dict[str, float], max_steps: int | None = None
     ) -> None:
-        """Per-epoch metrics with step = epoch (1-based), then the final values at their own keys.
+        """Per-epoch metrics with step = epoch (1-based), then the single values of ``final`` at their own keys.
 
         With ``max_steps``, a longer history is sampled at evenly spaced epochs (first and last kept).
-        A metric that is zero throughout (no regularization term) is not sent.
+        A metric that is zero throughout (no regularization term) is not sent. A ``final_<metric>``
+        that repeats the last epoch of a history sent here is not sent either: the UI would draw it
+        as a second, one-bar chart beside the curve that already ends on that value (the runs
+        table's column for the curve shows the same last value).
+        """
+        timestamp = int(time.time() * 1000)
+        sent = [key for key, values in metrics.items() if any(value != 0 for value in values)]
+        batch = [
+            Metric(key, metrics[key][epoch - 1], timestamp, epoch)
+            for key in sent
+            for epoch in sampled_epochs(len(metrics[key]), max_steps)
+        ]
+        batch += [
+            Metric(key, value, timestamp, 0)
+            for key, value in final.items()
+            if not (key.startswith("final_") and key.removeprefix("final_") in metrics)
+        ]
+        # Synchronous on purpose: MLflow's asynchronous queue is shut down (about 1 s) at every
+        # set_terminated, which made logging 50 sonar child runs cost three times their training.
+        for start in range(0, len(batch), MAX_BATCH):
+            self.client.log_batch(run_id, metrics=batch[start : start + MAX_BATCH], synchronous=True)
+
+    def log_summary(self, run_id: str, summary: dict[str, dict[str, Any]]) -> None:
+        """A parent run's metrics: per member, the mean over repeats of every final and best value.
+
+        ``summary`` is the per-member summary of metrics.json. A single member's keys are logged as
+        they are (``final_val_accuracy``), so the runs table compares variants in one column; a
+        grid's members get a prefix (``hidden_dropout_0.1/final_val_accuracy``), which the UI shows
+        as one section per member. Standard deviations stay in metrics.json.
         """
         timestamp = int(time.time() * 1000)
         batch = [
-            Metric(key, values[epoch - 1], timestamp, epoch)
-            for key, values in metrics.items()
-            if any(value != 0 for value in values)
-            for epoch in sampled_epochs(len(values), max_steps)
+            Metric(_summary_key(member, key, len(summary) > 1), float(value), timestamp, 0)
+            for member, entry in summary.items()
+            for key, value in entry.items()
+            if key not in NOT_SUMMARY and not key.endswith("_std") and isinstance(value, int | float)
         ]
-        batch += [Metric(key, value, timestamp, 0) for key, value in final.items()]
-        # Synchronous on purpose: MLflow's asynchronous queue is shut down (about 1 s) at every
-        # set_terminated, which made logging 50 sonar child runs cost three times their training.
         for start in range(0, len(batch), MAX_BATCH):
             self.client.log_batch(run_id, metrics=batch[start : start + MAX_BATCH], synchronous=True)
 
@@ -200,6 +242,45 @@ class Tracker:
 
     def end(self, run_id: str, status: str = "FINISHED") -> None:
         self.client.set_terminated(run_id, status=status)
+
+    def end_stage_run(self, status: str) -> None:
+        """End the stage's parent run: FINISHED only once the stage's outputs are in place (stages/train.py).
+
+        Ending it when training returned would show a FINISHED run for a stage that then failed or was
+        killed while writing its outputs.
+        """
+        if self.stage_run is not None:
+            self.end(self.stage_run, status=status)
+            self.stage_run = None
+
+
+def _summary_key(member: str, key: str, prefixed: bool) -> str:
+    """``dropout_grid[hidden_dropout=0.1]`` -> ``hidden_dropout_0.1/<key>``: MLflow keys allow no brackets or '='."""
+    if not prefixed:
+        return key
+    inside = member.split("[", 1)[-1].rstrip("]")
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", inside) + "/" + key
+
+
+def mlflow_ui_command(tracking_uri: str) -> str:
+    """The command that serves a local store: one worker answers first on a small machine (README, MLflow)."""
+    return f"mlflow ui --backend-store-uri {tracking_uri} --workers 1"
+
+
+def runs_view_url(server: str, experiment_id: str) -> str:
+    """The MLflow UI page that lists an experiment's runs (not MLflow 3's GenAI overview).
+
+    The UI is a hash-routed single page: ``#/experiments/<id>/runs`` is the runs tab, and
+    ``workflowType=machine_learning`` selects the "Model training" view that MLflow 3.x otherwise
+    takes from the browser's last choice (default GenAI).
+    """
+    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+
+
+def run_url(server: str, run_id: str, experiment_id: str | None = None) -> str:
+    """A run's page in the model-training view (without ``workflowType`` MLflow 3 shows it as a GenAI evaluation)."""
+    path = f"experiments/{experiment_id}/runs/{run_id}" if experiment_id is not None else f"runs/{run_id}"
+    return f"{server.rstrip('/')}/#/{path}?workflowType=machine_learning"
 
 
 def sampled_epochs(epochs: int, max_steps: int | None) -> list[int]:
@@ -233,7 +314,8 @@ def start_stage_run(tracker: Tracker, name: str, context: dict[str, str], varian
         "regbench.variant": variant,
         **dvc_tags(context),
     }
-    return tracker.start(name, tags=tags, params=params)
+    tracker.stage_run = tracker.start(name, tags=tags, params=params)
+    return tracker.stage_run
 
 
 class ChildRuns:

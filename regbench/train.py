@@ -62,8 +62,8 @@ def train(params: Params, run_name: str, out_dir: Path, tracker: Tracker | None 
         raise
     finally:
         progress.close()
-        if tracker is not None and parent is not None:
-            tracker.end(parent, status=status)
+        if tracker is not None and status != "FINISHED":
+            tracker.end_stage_run(status)
     runs = records.to_runs(results)
     out_dir.mkdir(parents=True, exist_ok=True)
     records.write(out_dir, runs)
@@ -72,8 +72,12 @@ def train(params: Params, run_name: str, out_dir: Path, tracker: Tracker | None 
     summary = records.summarize(runs, [(m.label, m.grid_value) for m in members], cv)
     write_json(out_dir / METRICS_FILE, summary if len(members) > 1 else next(iter(summary.values())))
     seconds = round(sum(r.history.seconds for r in results), 2)
-    write_json(out_dir / MANIFEST, _manifest(params, experiment, variant, members, data, context, parent, seconds))
+    experiment_id = tracker.experiment_id if tracker is not None else None
+    manifest = _manifest(params, experiment, variant, members, data, context, parent, experiment_id, seconds)
+    write_json(out_dir / MANIFEST, manifest)
     if tracker is not None and parent is not None:
+        # The parent run stays RUNNING: the stage ends it FINISHED once these outputs are in place.
+        tracker.log_summary(parent, summary)
         tracker.log_artifact(parent, out_dir / records.HISTORIES)
         with tempfile.TemporaryDirectory() as scratch:
             figure = Path(scratch) / "learning_curves.png"
@@ -93,6 +97,7 @@ def _manifest(
     data,
     context: dict[str, str],
     parent_run: str | None,
+    experiment_id: str | None,
     training_seconds: float,
 ) -> dict[str, Any]:
     """What produced the stage's results: settings, data, code, libraries, device, MLflow run."""
@@ -109,7 +114,8 @@ def _manifest(
         "data_manifest": {
             k: data.manifest[k] for k in ("experiment", "source", "content_digest", "shapes", "class_balance")
         },
-        "mlflow": {"tracking_uri": tracking_uri(), "parent_run_id": parent_run},
+        # The experiment id lets the report link to the experiment's runs view (regbench.tracking.runs_view_url).
+        "mlflow": {"tracking_uri": tracking_uri(), "experiment_id": experiment_id, "parent_run_id": parent_run},
         "library_versions": provenance.library_versions(),
         "device": provenance.device(),
         "machine": provenance.machine(),

@@ -20,7 +20,7 @@ def main(argv: list[str]) -> None:
 
     import keras
 
-    from regbench.tracking import Tracker, killed_on_signal
+    from regbench.tracking import StageKilled, Tracker, killed_on_signal
     from regbench.train import train
 
     if params.train.deterministic and keras.backend.backend() == "tensorflow":
@@ -29,8 +29,14 @@ def main(argv: list[str]) -> None:
         tf.config.experimental.enable_op_determinism()
     tracker = Tracker(experiment_name=f"regbench/{experiment.name}")
     out = Path("results/train") / run_name
-    with killed_on_signal(), atomic_directory(out) as out_dir:
-        summary = train(params, run_name, out_dir, tracker)
+    try:
+        with killed_on_signal(), atomic_directory(out) as out_dir:
+            summary = train(params, run_name, out_dir, tracker)
+    except BaseException as error:
+        tracker.end_stage_run("KILLED" if isinstance(error, StageKilled | KeyboardInterrupt) else "FAILED")
+        raise
+    # Only now are the outputs in place: a kill before this line leaves the run for close_stale_runs.
+    tracker.end_stage_run("FINISHED")
     print(f"train@{run_name}: {summary}")
 
 

@@ -48,8 +48,11 @@ def test_repro_writes_parseable_metrics_plots_and_manifests(repo, first_repro):
 def test_dvc_metrics_and_plots_see_the_outputs(repo, first_repro):
     shown = dvc(repo, "metrics", "show", "--json").stdout
     assert "results/train/imdb-original/metrics.json" in shown
-    plots = dvc(repo, "plots", "show", "--json").stdout
-    assert "results/train/sonar-baseline/curves.csv" in plots
+    # dvc.yaml's top-level plots: per experiment, training and validation loss and accuracy of every variant.
+    plots = json.loads(dvc(repo, "plots", "show", "--json").stdout)["data"]
+    assert {"sonar-loss", "sonar-accuracy", "imdb-loss", "imdb-accuracy"} <= set(plots)
+    sonar_loss = json.dumps(plots["sonar-loss"])
+    assert "sonar-baseline/curves.csv::loss" in sonar_loss and "sonar-baseline/curves.csv::val_loss" in sonar_loss
 
 
 def test_mlflow_holds_parent_and_child_runs_with_epoch_histories(repo, first_repro):

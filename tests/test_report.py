@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from regbench import claims, provenance
+from regbench.browser import chromium, dump_dom
 from stages import claims as claims_stage
 from stages import prepare as prepare_stage
 from stages import report as report_stage
@@ -92,7 +93,9 @@ def test_html_parses_and_embeds_every_figure_it_shows(workdir):
     for source in parser.sources:
         assert source.startswith("data:image/png;base64,")
         assert base64.b64decode(source.split(",", 1)[1])[:8] == b"\x89PNG\r\n\x1a\n"
-    assert "http://" not in page and "https://" not in page  # opens offline
+    # Opens offline: nothing is loaded from a network; the only web links go to the local `mlflow ui`.
+    assert not re.search(r'<(script|link|img|iframe|source)\b[^>]*(src|href)="https?:', page)
+    assert set(re.findall(r'href="(https?://[^/"]+)', page)) == {"http://127.0.0.1:5000"}
 
 
 def test_mlflow_parent_runs_carry_the_ids_of_the_claims_that_use_them(workdir):
@@ -123,3 +126,19 @@ def test_git_revision_is_dirty_for_code_changes_only(tmp_path):
     (tmp_path / "regbench" / "engine.py").write_text("A = 2\n")
     assert provenance.git_revision(tmp_path) == f"{clean}-dirty"
     assert provenance.git_revision(tmp_path / "regbench") == f"{clean}-dirty"
+
+
+@pytest.mark.browser
+@pytest.mark.skipif(chromium() is None, reason="chromium is not installed (apt-get install -y chromium)")
+def test_report_renders_in_chromium_with_verdict_badges_and_every_figure(workdir):
+    dom = dump_dom((workdir / "reports/index.html").as_uri(), budget_ms=5000)
+    claims = json.loads((workdir / "reports/claims_detail.json").read_text())["claims"]
+    badges = re.findall(r'<span class="verdict verdict-([a-z-]+)">([a-z ]+)</span>', dom)
+    # One in the summary table per claim, one in each section of a claim whose experiment ran (circles).
+    assert len(badges) == len(claims) + sum(entry["experiment"] == "circles" for entry in claims.values())
+    assert all(css == word.replace(" ", "-") for css, word in badges)
+    assert {word for _, word in badges} <= {"reproduced", "refuted", "inconclusive", "not run"}
+    figures = sorted(path.name for path in (workdir / "reports/figures").glob("*.png"))
+    assert len(figures) == 3 and dom.count('<img src="data:image/png;base64,') == len(figures)
+    alts = set(re.findall(r'<img [^>]*alt="([^"]+)"', dom))
+    assert alts == {"circles learning curves", "circles published vs measured", "circles dropout_grid"}

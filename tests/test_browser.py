@@ -1,0 +1,88 @@
+"""What users see, rendered by headless Chromium: the MLflow runs view and the offline DVC plots page.
+
+The report's rendered page is checked in tests/test_report.py (it reuses that module's trained results).
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from regbench.browser import chromium, dump_dom, mlflow_ui
+from regbench.tracking import Tracker, run_url, runs_view_url
+from tests.conftest import copy_repo
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(chromium() is None, reason="chromium is not installed (apt-get install -y chromium)"),
+]
+REPEATS = 3
+
+
+def text_of(dom: str) -> str:
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", dom))
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    """A tiny store written by the suite's own tracking code: one parent run and its repeats."""
+    uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+    tracker = Tracker("regbench/demo", uri)
+    parent = tracker.start("demo-baseline", tags={"regbench.stage": "train@demo-baseline"}, params={"epochs": 3})
+    children = []
+    for repeat in range(REPEATS):
+        child = tracker.start(f"baseline-r{repeat}", tags={}, params={"seed": repeat}, parent=parent)
+        history = {
+            "loss": [0.9, 0.6, 0.4],
+            "val_loss": [0.9, 0.7, 0.65],
+            "val_accuracy": [0.5, 0.6, 0.7 + repeat / 100],
+        }
+        tracker.log_history(child, history, {"final_val_accuracy": 0.7 + repeat / 100, "test_accuracy": 0.69}, 50)
+        tracker.end(child)
+        children.append(child)
+    tracker.end(parent)
+    tracker.log_summary(
+        parent, {"baseline": {"repeats_ok": REPEATS, "final_val_accuracy": 0.71, "best_val_loss": 0.65}}
+    )
+    return uri, tracker.experiment_id, parent, children
+
+
+def test_mlflow_link_opens_the_runs_view_with_the_parent_and_its_child_runs(store):
+    uri, experiment_id, parent, children = store
+    with mlflow_ui(uri) as ui:
+        runs_view = dump_dom(runs_view_url(ui.url, experiment_id))
+        parent_page = dump_dom(run_url(ui.url, parent, experiment_id))
+        child_page = dump_dom(run_url(ui.url, children[0]))
+    text = text_of(runs_view)
+    # The "Model training" runs table, not MLflow 3's GenAI overview (traces, latency, "Detect Issues").
+    assert "demo-baseline" in text and "Detect Issues" not in text and "Latency" not in text
+    assert f"#/experiments/{experiment_id}/runs/{parent}" in runs_view
+    # Child runs are folded under their parent's expander; the table counts them.
+    assert f"{1 + REPEATS} matching runs" in text
+    parent_text = text_of(parent_page)
+    assert "final_val_accuracy" in parent_text and "best_val_loss" in parent_text  # summary metrics
+    assert "Evaluations" not in parent_text  # shown as a training run, not a GenAI evaluation run
+    child_text = text_of(child_page)
+    assert "baseline-r0" in child_text and "val_loss" in child_text
+    assert "final_val_accuracy" not in child_text  # no one-bar chart repeating the curve's last epoch
+
+
+def test_dvc_plots_page_renders_offline_with_the_repository_template(tmp_path):
+    repo = copy_repo(tmp_path / "repo")  # with the committed curves.csv of every train stage
+    out = tmp_path / "plots"
+    subprocess.run(
+        [sys.executable, "-m", "dvc", "plots", "show", "imdb-loss", "sonar-accuracy", "-o", str(out)],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+    )
+    page = (out / "index.html").read_text()
+    assert "cdn.jsdelivr" not in page and "regbench: DVC plots" in page
+    dom = dump_dom(Path(out / "index.html").as_uri(), budget_ms=20000)
+    # vega-embed replaces each plot's div content (its spec script) by a drawing and an actions menu:
+    # offline without the inlined libraries, the scripts would stay and nothing would be drawn.
+    assert dom.count("<canvas") == 2 and "vegaEmbed(" not in dom

@@ -1,0 +1,48 @@
+"""DVC plots: an offline page template by default, and loss and accuracy of every variant plotted."""
+
+import configparser
+import json
+import re
+
+import yaml
+
+from regbench.config import load
+from tests.conftest import REPO_ROOT
+
+
+def test_the_default_html_template_is_the_offline_one_and_loads_nothing_from_the_network():
+    config = configparser.ConfigParser()
+    config.read(REPO_ROOT / ".dvc" / "config")
+    # DVC resolves a relative plots.html_template against the .dvc directory (dvc/commands/plots.py).
+    template = (REPO_ROOT / ".dvc" / config["plots"]["html_template"]).resolve()
+    page = template.read_text(encoding="utf-8")
+    assert "{plot_divs}" in page and "{scripts}" not in page  # {scripts} would bring DVC's CDN tags back
+    assert not re.search(r"<script[^>]+src=", page)
+    for library in ("vega", "vega-lite", "vega-embed"):
+        assert f"/* {library} " in page and (REPO_ROOT / "plots" / f"LICENSE-{library}").exists()
+
+
+def test_every_trained_variant_has_its_loss_and_accuracy_plotted_training_and_validation():
+    plots = {
+        name: definition
+        for entry in yaml.safe_load((REPO_ROOT / "dvc.yaml").read_text())["plots"]
+        for name, definition in entry.items()
+    }
+    params = load(REPO_ROOT / "params.yaml")
+    for run, target in params.train.runs.items():
+        variant = params.experiments[target.experiment].variants[target.variant]
+        if len(variant.members) > 1:
+            continue  # grids: see the comment above `plots:` in dvc.yaml
+        for kind in ("loss", "accuracy"):
+            plot = plots[f"{target.experiment}-{kind}"]
+            assert plot["x"] == "epoch" and plot["template"] == "curves"  # .dvc/plots/curves.json
+            assert plot["y"][f"results/train/{run}/curves.csv"] == [kind, f"val_{kind}"], (run, kind)
+
+
+def test_the_curves_template_colours_each_variant_and_column_and_dashes_each_revision():
+    template = json.loads((REPO_ROOT / ".dvc" / "plots" / "curves.json").read_text())
+    assert template["data"]["values"] == "<DVC_METRIC_DATA>"
+    assert template["encoding"]["color"]["field"] == "filename::field"
+    assert template["encoding"]["strokeDash"]["field"] == "rev"
+    # An optional DVC anchor must be present: only then does DVC add the filename::field column to the data.
+    assert template["encoding"]["tooltip"] == "<DVC_METRIC_TOOLTIP>"

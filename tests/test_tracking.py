@@ -1,0 +1,49 @@
+"""MLflow recording in a real SQLite store: experiment kind, parent summaries, no duplicated finals."""
+
+from mlflow import MlflowClient
+
+from regbench.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, Tracker, runs_view_url
+
+HISTORY = {"loss": [0.9, 0.5, 0.3], "val_loss": [0.8, 0.6, 0.7], "reg_loss": [0.0, 0.0, 0.0]}
+
+
+def test_experiment_is_model_training_also_when_it_existed_before(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(uri)
+    old = client.create_experiment("regbench/old")  # a store from before the tag existed
+    assert EXPERIMENT_KIND_TAG not in client.get_experiment(old).tags
+    for name in ("regbench/old", "regbench/new"):
+        tracker = Tracker(name, uri)
+        assert client.get_experiment(tracker.experiment_id).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+
+
+def test_child_finals_that_repeat_the_last_epoch_are_not_sent_and_parent_gets_means(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker("regbench/t", uri)
+    parent = tracker.start("t-base", tags={}, params={})
+    child = tracker.start("base-r0", tags={}, params={}, parent=parent)
+    tracker.log_history(child, HISTORY, {"final_loss": 0.3, "final_val_loss": 0.7, "test_accuracy": 0.9}, 50)
+    summary = {
+        "base": {"runs": 2, "status": "ok", "final_val_loss": 0.7, "final_val_loss_std": 0.1, "best_val_loss": 0.6}
+    }
+    tracker.log_summary(parent, summary)
+    client = MlflowClient(uri)
+    child_metrics = client.get_run(child).data.metrics
+    assert set(child_metrics) == {"loss", "val_loss", "test_accuracy"}  # reg_loss is zero throughout
+    assert [m.step for m in client.get_metric_history(child, "val_loss")] == [1, 2, 3]
+    assert client.get_run(parent).data.metrics == {"final_val_loss": 0.7, "best_val_loss": 0.6}
+
+
+def test_grid_members_get_one_prefix_each_on_the_parent(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    tracker = Tracker("regbench/g", uri)
+    parent = tracker.start("g-grid", tags={}, params={})
+    members = {f"grid[hidden_dropout={rate}]": {"grid_value": rate, "final_val_accuracy": rate} for rate in (0.0, 0.5)}
+    tracker.log_summary(parent, members)
+    metrics = MlflowClient(uri).get_run(parent).data.metrics
+    assert metrics == {"hidden_dropout_0.0/final_val_accuracy": 0.0, "hidden_dropout_0.5/final_val_accuracy": 0.5}
+
+
+def test_runs_view_url_opens_the_model_training_runs_tab():
+    url = runs_view_url("http://127.0.0.1:5000/", "7")
+    assert url == "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
