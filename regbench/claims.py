@@ -256,6 +256,8 @@ def judge(claim: Claim, values: Mapping[str, dict[int, Any]], settings: ClaimsPa
         means = {test.variant: _mean_of(a, repeats)}
     result: dict[str, Any] = {
         "repeats": len(repeats),
+        # Which repeats (seed positions) the verdict rests on: the drift report pairs values by them.
+        "repeat_ids": [int(r) for r in repeats],
         "values": [round(float(v), 6) for v in sample],
         "variant_means": means,
     }
@@ -475,6 +477,11 @@ def evaluate(registry: Registry, params: Params, results_dir: Path) -> dict[str,
         else:
             values = {variant: per_repeat(found, claim.measure) for variant, found in runs.items()}
             entry.update(judge(claim, values, params.claims))
+            # A repeat with a diverged run (loss NaN or infinite) is left out of the claim, say which and why.
+            diverged = {v: sorted({r.repeat for r in found if r.status != "ok"}) for v, found in runs.items()}
+            diverged = {v: repeats for v, repeats in diverged.items() if repeats}
+            if diverged:
+                entry["diverged_repeats"] = diverged
         detail[claim.id] = entry
     settings = params.claims
     alpha = stats.one_sided_alpha(settings.confidence)
@@ -513,6 +520,8 @@ def metrics_view(evaluation: Mapping[str, Any]) -> dict[str, Any]:
                 row[key] = round(entry[key], 6) if isinstance(entry[key], float) else entry[key]
         if "improvement" in entry:
             row["improvement_share"] = round(entry["improvement"]["share"], 6)
+        if "diverged_repeats" in entry:
+            row["repeats_left_out_diverged"] = sum(len(r) for r in entry["diverged_repeats"].values())
         view["claims"][cid] = row
     return view
 

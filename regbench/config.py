@@ -294,6 +294,9 @@ class ClaimsParams:
     # A claim naming a variant that params.yaml does not define: an error (a typo in claims.yaml), or,
     # for a deliberately trimmed params.yaml (quick runs, tests), the claim is reported as not run.
     on_missing_variant: Literal["error", "not_run"] = "error"
+    # The run this one's per-repeat values are compared with (the drift report): a git revision whose
+    # committed reports/claims_detail.json is read, or a path to such a file; null for none.
+    drift_reference: str | None = "HEAD"
 
 
 @dataclass(frozen=True)

@@ -286,6 +286,12 @@ def claim_section(claim_id: str, entry: Mapping[str, Any]) -> list[str]:
         )
         means = ", ".join(f"{variant} {_fmt(value)}" for variant, value in entry["variant_means"].items())
         lines.append(f"- Mean per variant: {means}")
+    if "diverged_repeats" in entry:
+        left_out = "; ".join(f"{v}: repeats {', '.join(map(str, r))}" for v, r in entry["diverged_repeats"].items())
+        lines.append(
+            f"- Rests on repeats {', '.join(map(str, entry.get('repeat_ids', [])))} only: left out because a run "
+            f"of theirs diverged (loss NaN or infinite), {left_out}."
+        )
     if "distance_to_published" in entry:
         inside = "inside" if entry["published_in_interval"] else "outside"
         low, high = entry["band"]
@@ -477,6 +483,43 @@ def claim_uses_not_learned(entry: Mapping[str, Any], flags: Mapping[str, str]) -
     return [f"- **Warning**: `{run}` did not learn ({flags[run]}).\n" for run in runs]
 
 
+def drift_lines(evaluation: Mapping[str, Any]) -> list[str]:
+    """This run's per-repeat values against the reference run's (regbench.drift), seed by seed."""
+    drift = evaluation.get("drift")
+    if not drift:
+        return []
+    lines = [
+        "## Drift against the reference run",
+        "",
+        f"{drift['summary']} Reference: {drift['reference']}.",
+        "",
+        "Each claim's per-repeat values are compared with the reference's for the same seeds: the mean absolute "
+        "difference in units of the reference's seed-to-seed standard deviation. The same code and seeds give "
+        "0 on one machine (bit-identical); another CPU's kernels round differently, which training amplifies, "
+        "so expect small non-zero numbers there. What matters is whether a verdict changed.",
+        "",
+    ]
+    moved = {
+        claim_id: entry
+        for claim_id, entry in drift["claims"].items()
+        if entry["verdict_changed"] or (entry["compared"] and not entry["identical"])
+    }
+    if moved:
+        lines += [
+            "| claim | repeats compared | drift (seed-to-seed sd) | largest difference | verdict: reference -> now |",
+            "|---|---|---|---|---|",
+        ]
+        for claim_id, entry in moved.items():
+            compared = entry["compared"]
+            lines.append(
+                f"| `{claim_id}` | {compared} | {_fmt(entry['drift_in_seed_sd']) if compared else '–'} | "
+                f"{_fmt(entry['max_abs_difference']) if compared else '–'} | "
+                f"{entry['reference_verdict']} -> {entry['verdict']} |"
+            )
+        lines.append("")
+    return lines
+
+
 def data_sources(all_results: Mapping[str, ExperimentResults]) -> list[str]:
     lines = []
     for name, results in all_results.items():
@@ -616,6 +659,7 @@ def build(params: Params, evaluation: Mapping[str, Any], results_dir: Path, out_
             if entry["experiment"] == name:
                 section = claim_section(claim_id, entry)
                 md += section[:-1] + claim_uses_not_learned(entry, flags) + section[-1:]
+    md += drift_lines(evaluation)
     md += ["## Provenance", "", *provenance(all_results, params), ""]
     text = "\n".join(md)
     with atomic_path(out_dir / "report.md") as temporary:

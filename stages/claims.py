@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from regbench import claims, config
+from regbench import claims, config, drift
 from regbench.cli import no_arguments, run_stage
 from regbench.io import write_json
 
@@ -19,6 +19,8 @@ def main(argv: list[str]) -> None:
     params = config.load()
     registry = claims.load_registry(REGISTRY)
     evaluation = claims.evaluate(registry, params, RESULTS)
+    reference, source = drift.load_reference(params.claims.drift_reference, Path.cwd())
+    evaluation["drift"] = drift.compare(evaluation["claims"], reference and reference.get("claims"), source)
     write_json(DETAIL, evaluation)
     write_json(METRICS, claims.metrics_view(evaluation))
     tagged = claims.tag_mlflow_runs(evaluation, RESULTS)
@@ -27,6 +29,7 @@ def main(argv: list[str]) -> None:
         f"claims: {summary['tested']} of {summary['claims']} claims tested: {summary['reproduced']} reproduced, "
         f"{summary['refuted']} refuted, {summary['inconclusive']} inconclusive; {tagged} MLflow runs tagged"
     )
+    print(f"claims: drift against the reference: {evaluation['drift']['summary']}")
 
 
 if __name__ == "__main__":

@@ -244,3 +244,26 @@ def test_claims_of_unconfigured_variants_are_reported_as_not_run(tmp_path):
     view = claims.metrics_view(evaluation)
     assert view["claims"]["imdb.bigger_noisier"] == {"verdict": claims.NOT_RUN, "verdict_code": None}
     assert dataclasses.is_dataclass(claims.load_registry(REPO_ROOT / "claims.yaml"))
+
+
+def test_a_claim_names_the_repeats_left_out_because_a_run_diverged(tmp_path):
+    from regbench import records
+
+    def stage(name, accuracies, diverged_repeat=None):
+        runs = []
+        for repeat, accuracy in enumerate(accuracies):
+            status = "diverged" if repeat == diverged_repeat else "ok"
+            record = {"member": name.split("-")[1], "grid_value": None, "repeat": repeat, "seed": repeat}
+            record.update(fold=None, status=status, diverged_epoch=None, epochs=2, seconds=0.0, mlflow_run_id=None)
+            record.update(train_eval_accuracy=accuracy)
+            curves = {m: np.asarray([0.5, accuracy]) for m in claims.EPOCH_METRICS}
+            runs.append(records.Run(record["member"], repeat, None, status, curves, {}, None, repeat, record))
+        (tmp_path / name).mkdir()
+        records.write(tmp_path / name, runs)
+
+    stage("circles-overfit", [0.70, 0.75, 0.72, 0.76, 0.74])
+    stage("circles-dropout", [0.80, 0.86, 0.81, 0.83, 0.84], diverged_repeat=2)
+    evaluation = claims.evaluate(claims.load_registry(REPO_ROOT / "claims.yaml"), config.parse(real_params()), tmp_path)
+    entry = evaluation["claims"]["circles.dropout_raises_test"]
+    assert entry["repeat_ids"] == [0, 1, 3, 4] and entry["diverged_repeats"] == {"dropout": [2]}
+    assert claims.metrics_view(evaluation)["claims"]["circles.dropout_raises_test"]["repeats_left_out_diverged"] == 1
