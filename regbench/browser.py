@@ -94,17 +94,24 @@ class MlflowUi:
 
 @contextlib.contextmanager
 def mlflow_ui(
-    backend_store_uri: str, workers: int | None = MLFLOW_UI_WORKERS, timeout: float = 180, log: Path | None = None
+    backend_store_uri: str,
+    workers: int | None = MLFLOW_UI_WORKERS,
+    timeout: float = 180,
+    log: Path | None = None,
+    subcommand: str = "ui",
+    extra_args: tuple[str, ...] = (),
 ) -> Iterator[MlflowUi]:
-    """``mlflow ui`` on 127.0.0.1 on a free port, until the UI page and the REST API both answer.
+    """``mlflow ui`` (or ``mlflow server``) on 127.0.0.1 on a free port, until the UI page and the REST API answer.
 
-    ``workers=None`` keeps MLflow's default. The server and its workers form their own process
-    group, stopped (SIGTERM, then SIGKILL) when the block ends.
+    ``workers=None`` keeps MLflow's default; ``extra_args`` go to the command as they are (for example
+    ``--artifacts-destination``). The server and its workers form their own process group, stopped
+    (SIGTERM, then SIGKILL) when the block ends.
     """
     port = free_port()
     command = [
         str(Path(sys.executable).with_name("mlflow")),
-        "ui",
+        subcommand,
+        *extra_args,
         "--backend-store-uri",
         backend_store_uri,
         "--host",

@@ -22,13 +22,18 @@ from regbench.plots import plot_learning_curves
 from regbench.progress import Progress
 from regbench.schedule import cv_folds, effective_params, run_specs, train_all
 from regbench.schema import flatten, to_plain
-from regbench.tracking import ChildRuns, StageKilled, Tracker, start_stage_run, tracking_uri
+from regbench.tracking import ChildRuns, Tracker, start_stage_run, tracking_uri
 
 METRICS_FILE = "metrics.json"
 MANIFEST = "manifest.json"
 
 
 def train(params: Params, run_name: str, out_dir: Path, tracker: Tracker | None = None) -> dict[str, Any]:
+    """Train the stage's runs into ``out_dir``; with a tracker, its parent run is left open.
+
+    The caller ends it (``tracker.end_stage_run``): FINISHED only once ``out_dir`` is in place, else
+    FAILED or KILLED (stages/train.py).
+    """
     experiment, variant = params.run(run_name)
     data = datasets.load(Path("data/prepared") / experiment.data)
     stage = f"train@{run_name}"
@@ -53,17 +58,10 @@ def train(params: Params, run_name: str, out_dir: Path, tracker: Tracker | None 
         parent = start_stage_run(tracker, run_name, context, variant.name, settings)
     specs = run_specs(params, experiment, members, data, folds)
     children = ChildRuns(tracker, parent, context, params.train.mlflow_max_steps)
-    status = "FAILED"
     try:
         results = train_all(params, specs, data, children, progress, stage)
-        status = "FINISHED"
-    except StageKilled:
-        status = "KILLED"
-        raise
     finally:
         progress.close()
-        if tracker is not None and status != "FINISHED":
-            tracker.end_stage_run(status)
     runs = records.to_runs(results)
     out_dir.mkdir(parents=True, exist_ok=True)
     records.write(out_dir, runs)

@@ -162,3 +162,9 @@ def dvc(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProce
     if check and result.returncode != 0:
         raise AssertionError(f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
     return result
+
+
+def git(repo: Path, *args: str) -> str:
+    """git in ``repo`` with a commit identity (a test machine may have none); its output."""
+    command = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost", *args]
+    return subprocess.run(command, cwd=repo, capture_output=True, text=True, check=True).stdout

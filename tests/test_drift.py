@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
 
 from regbench import drift
+from tests.conftest import git
 
 
 def entry(values, verdict="reproduced", repeat_ids=None):
@@ -44,15 +44,12 @@ def test_values_pair_by_repeat_and_unpairable_claims_are_skipped():
 
 
 def test_reference_from_a_git_revision_or_a_file(tmp_path):
-    def git(*args):
-        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True)
-
-    git("init", "-q")
+    git(tmp_path, "init", "-q")
     (tmp_path / "reports").mkdir()
     detail = {"claims": {"a": entry([1.0, 2.0])}}
     (tmp_path / "reports/claims_detail.json").write_text(json.dumps(detail))
-    git("add", "-A")
-    git("commit", "-qm", "results")
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-qm", "results")
     loaded, source = drift.load_reference("HEAD", tmp_path)
     assert loaded == detail and source == "reports/claims_detail.json at git revision HEAD"
     (tmp_path / "other.json").write_text(json.dumps({"claims": {}}))

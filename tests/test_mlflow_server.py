@@ -2,74 +2,29 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
-from pathlib import Path
 
 import pytest
 import yaml
 from mlflow import MlflowClient
 
+from regbench.browser import mlflow_ui
 from stages import prepare as prepare_stage
 from stages import train as train_stage
 from tests.conftest import REPO_ROOT, shrunk_params
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
-    """``mlflow server`` on 127.0.0.1, stopped by its own process group whatever happens."""
+    """``mlflow server`` on 127.0.0.1 (SQLite backend, proxied artifacts), stopped by its own process group."""
     directory = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    command = [
-        str(Path(sys.executable).parent / "mlflow"),
-        "server",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--workers",
-        "1",
-        "--backend-store-uri",
+    with mlflow_ui(
         f"sqlite:///{directory / 'server.db'}",
-        "--artifacts-destination",
-        str(directory / "artifacts"),
-    ]
-    log = (directory / "server.log").open("w")
-    process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"mlflow server did not start:\n{(directory / 'server.log').read_text()}")
-            time.sleep(0.5)
-        yield url, directory
-    finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-        log.close()
+        log=directory / "server.log",
+        subcommand="server",
+        extra_args=("--artifacts-destination", str(directory / "artifacts")),
+    ) as running:
+        yield running.url, directory
 
 
 def test_a_train_stage_logs_runs_metrics_and_artifacts_to_a_tracking_server(server, tmp_path, mirror, monkeypatch):

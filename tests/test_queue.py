@@ -9,13 +9,9 @@ import time
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import copy_repo, dvc, dvc_env, shrunk_params, write_params
+from tests.conftest import copy_repo, dvc, dvc_env, git, shrunk_params, write_params
 
 pytestmark = pytest.mark.pipeline
-
-
-def git(repo, *args: str) -> None:
-    subprocess.run(["git", "-c", "user.name=regbench", "-c", "user.email=tests@regbench", *args], cwd=repo, check=True)
 
 
 def test_two_queued_experiments_in_parallel_keep_all_runs_in_the_repositorys_store(tmp_path, mirror, monkeypatch):

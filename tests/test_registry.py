@@ -5,7 +5,6 @@ the README's recipe says, runs `dvc repro` to a report, and checks which files t
 """
 
 import json
-import subprocess
 import textwrap
 
 import pytest
@@ -14,7 +13,7 @@ import yaml
 from regbench import experiments
 from regbench.config import parse
 from regbench.schema import ParamsError
-from tests.conftest import copy_repo, real_params, shrunk_params, write_params
+from tests.conftest import copy_repo, git, real_params, shrunk_params, write_params
 from tests.test_pipeline import dvc
 
 MOONS_MODULE = textwrap.dedent(
@@ -94,11 +93,6 @@ MOONS_CLAIM = {
         "smallest_effect": 0.01,
     },
 }
-
-
-def git(repo, *args: str) -> str:
-    command = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost", *args]
-    return subprocess.run(command, cwd=repo, capture_output=True, text=True, check=True).stdout
 
 
 def add_moons(repo) -> None:
