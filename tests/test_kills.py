@@ -90,9 +90,14 @@ def _set(data: dict, keys: list[str], value) -> None:
 
 
 def _stage_process(dvc_process: subprocess.Popen, stage: str) -> psutil.Process | None:
+    """The Python process training ``stage``, not the shell DVC may run it through.
+
+    Killing ``sh -c "python -m stages.train ..."`` instead would leave Python training on as an orphan, which
+    then finishes its MLflow runs: that is what a CI machine whose shell does not exec showed.
+    """
     for child in psutil.Process(dvc_process.pid).children(recursive=True):
         try:
-            if f"stages.train {stage}" in " ".join(child.cmdline()):
+            if child.cmdline()[-3:] == ["-m", "stages.train", stage]:
                 return child
         except psutil.NoSuchProcess:
             continue
@@ -122,6 +127,7 @@ def test_sigkill_while_training_leaves_nothing_behind_after_the_rerun(repo):
         assert stage is not None
         stage.send_signal(signal.SIGKILL)
         assert process.wait(timeout=60) != 0
+        assert not stage.is_running()
     finally:
         if process.poll() is None:
             process.kill()
