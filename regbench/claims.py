@@ -554,6 +554,25 @@ def run_name(params: Params, experiment: str, variant: str) -> str | None:
     return None
 
 
+class MissingMember(ParamsError):
+    """A claim names a grid member params.yaml's grid does not have (a typo, or a deliberately trimmed grid)."""
+
+
+def _absent_member(params: Params, claim: Claim) -> str | None:
+    """Why a claim's grid member is not in params.yaml: an error, or with claims.on_missing_variant: not_run
+    (a trimmed grid), the reason it is not run. None when every member it names is configured."""
+    try:
+        for term in claim.test.terms:
+            member_label(params, claim, term)
+    except MissingMember as error:
+        if params.claims.on_missing_variant == "error":
+            raise ParamsError(
+                f"{error}. Fix the claim, or, with a trimmed params.yaml, set claims.on_missing_variant: not_run"
+            ) from None
+        return str(error).removeprefix("claims.yaml: ")
+    return None
+
+
 def member_label(params: Params, claim: Claim, term: Term) -> str | None:
     """The member of ``term.variant`` the term names: the one member of a plain variant (None: all runs), or
     the grid member whose grid setting has the value ``term.at`` gives (compared as numbers, not as labels)."""
@@ -580,7 +599,7 @@ def member_label(params: Params, claim: Claim, term: Term) -> str | None:
     for member in variant.members:
         if math.isclose(member.grid_value, value, rel_tol=1e-9, abs_tol=1e-12):
             return member.label
-    raise ParamsError(
+    raise MissingMember(
         f"claims.yaml: claim {claim.id!r}: {term.variant} has no member with {key} = {value}; its values: {values}"
     )
 
@@ -625,6 +644,8 @@ def evaluate(registry: Registry, params: Params, results_dir: Path) -> dict[str,
             # A shrunk params.yaml (quick runs, tests) leaves experiments or variants out.
             reason = f"{claim.experiment} variant(s) {', '.join(unknown)} not in params.yaml train.runs"
             entry.update({"verdict": NOT_RUN, "reason": reason})
+        elif absent := _absent_member(params, claim):
+            entry.update({"verdict": NOT_RUN, "reason": absent})
         elif missing:
             entry.update({"verdict": NOT_RUN, "reason": f"no train results for {', '.join(missing)}"})
         else:
