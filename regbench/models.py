@@ -87,7 +87,8 @@ def kernel_regularizer(spec: ModelSpec) -> keras.regularizers.Regularizer | None
 
 def undecayed_weights(model: keras.Model) -> list:
     """The trainable weights weight decay leaves alone: all but the hidden kernels (biases, output layer)."""
-    hidden = {id(layer.kernel) for layer in model.layers if layer.name.startswith("hidden_")}
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    hidden = {id(layer.kernel) for layer in dense if layer.name != "output"}
     return [w for w in model.trainable_weights if id(w) not in hidden]
 
 

@@ -102,7 +102,8 @@ def test_weight_decay_differs_from_l2_where_the_optimizer_rescales_or_accumulate
 
 def test_weight_decay_leaves_biases_and_the_output_layer_alone():
     keras.utils.set_random_seed(0)
-    model = models.build_model(models.ModelSpec.of(variant("sonar", "baseline"), 60, 1))
+    # With dropout layers too, named hidden_dropout_<i>: they have no weights to decay.
+    model = models.build_model(models.ModelSpec.of(variant("sonar", "baseline", hidden_dropout=0.2), 60, 1))
     undecayed = {id(w) for w in models.undecayed_weights(model)}
     decays = {w.path: id(w) not in undecayed for w in model.trainable_weights}
     assert decays == {
