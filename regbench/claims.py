@@ -439,63 +439,49 @@ def _judge_directional(claim: Claim, sample: np.ndarray, settings: ClaimsParams,
 
 def _judge_level(claim: Claim, sample: np.ndarray, settings: ClaimsParams, seed: list[int]) -> dict[str, Any]:
     value, tolerance = float(claim.published_value), float(claim.test.tolerance)
-    alpha = stats.one_sided_alpha(settings.confidence)
     decision = stats.decide_level(
         sample, value - tolerance, value + tolerance, settings.confidence, settings.sign_flip_exact_max, seed
     )
-    mean, spread = float(sample.mean()), float(sample.std(ddof=1))
-    low, high = float(decision.ci_low[0]), float(decision.ci_high[0])
-    verdict = str(decision.verdict[0])
-    needed = None
-    if verdict == "inconclusive":
-        if spread == 0:
-            needed = stats.sign_flip_repeats(alpha)
-        else:
-            # Inside the band: show it is inside (the nearer edge decides); outside: show it is outside.
-            margin = tolerance - abs(mean - value)
-            needed = stats.repeats_needed(abs(margin) / spread, alpha, settings.power)
-    flat = decision.method[0] != "t"
+    result = _band_verdict(decision, sample, settings, tolerance - abs(float(sample.mean()) - value))
     return {
-        "verdict": verdict,
-        "decided_by": _no_spread(len(sample)) if flat and verdict == "inconclusive" else str(decision.decided_by[0]),
-        "method": "TOST, Student t" if decision.method[0] == "t" else "TOST, exact sign-flip (no spread)",
-        "p_equivalence": float(decision.p_equivalence[0]),
-        "p_outside": float(decision.p_outside[0]),
-        "ci_low": low,
-        "ci_high": high,
-        "published_in_interval": bool(low <= value <= high),
-        "distance_to_published": mean - value,
+        **result,
+        "published_in_interval": bool(result["ci_low"] <= value <= result["ci_high"]),
+        "distance_to_published": float(sample.mean()) - value,
         "band": [value - tolerance, value + tolerance],
-        "repeats_needed": needed,
     }
 
 
 def _judge_equivalent(claim: Claim, sample: np.ndarray, settings: ClaimsParams, seed: list[int]) -> dict[str, Any]:
     """Sameness within ±margin: TOST on the per-repeat contrast (stats.decide_equivalence)."""
     margin = float(claim.test.margin)
-    alpha = stats.one_sided_alpha(settings.confidence)
     decision = stats.decide_equivalence(sample, margin, settings.confidence, settings.sign_flip_exact_max, seed)
-    mean, spread = float(sample.mean()), float(sample.std(ddof=1))
+    result = _band_verdict(decision, sample, settings, margin - abs(float(sample.mean())))
+    return {**result, "margin": margin, "band": [-margin, margin]}
+
+
+def _band_verdict(decision: stats.Level, sample: np.ndarray, settings: ClaimsParams, inside: float) -> dict[str, Any]:
+    """The verdict of an equivalence test (level or sameness); ``inside``: how far the mean lies inside the band
+    (negative: outside), from which the repeats an inconclusive verdict needs are estimated."""
+    alpha = stats.one_sided_alpha(settings.confidence)
+    spread = float(sample.std(ddof=1))
     verdict = str(decision.verdict[0])
     needed = None
     if verdict == "inconclusive":
-        # Inside the margin: show it is inside (the nearer edge decides); outside: show it is outside.
+        # Inside the band: show it is inside (the nearer edge decides); outside: show it is outside.
         needed = (
             stats.sign_flip_repeats(alpha)
             if spread == 0
-            else stats.repeats_needed(abs(margin - abs(mean)) / spread, alpha, settings.power)
+            else stats.repeats_needed(abs(inside) / spread, alpha, settings.power)
         )
     flat = decision.method[0] != "t"
     return {
         "verdict": verdict,
         "decided_by": _no_spread(len(sample)) if flat and verdict == "inconclusive" else str(decision.decided_by[0]),
-        "method": "TOST, Student t" if not flat else "TOST, exact sign-flip (no spread)",
+        "method": "TOST, exact sign-flip (no spread)" if flat else "TOST, Student t",
         "p_equivalence": float(decision.p_equivalence[0]),
         "p_outside": float(decision.p_outside[0]),
         "ci_low": float(decision.ci_low[0]),
         "ci_high": float(decision.ci_high[0]),
-        "margin": margin,
-        "band": [-margin, margin],
         "repeats_needed": needed,
     }
 
