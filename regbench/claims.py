@@ -11,6 +11,7 @@ decided it. The methods and why they were chosen are in ``regbench.stats``.
 
 from __future__ import annotations
 
+import math
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,12 +26,14 @@ from regbench.config import ClaimsParams, Params
 from regbench.experiments import names as experiment_names
 from regbench.io import read_json
 from regbench.records import EPOCH_METRICS, FINAL_METRICS, Run, load_runs
-from regbench.schema import ParamsError, build, check, fail
+from regbench.schema import ParamsError, build, check, fail, to_plain
 
 MeasureKind = Literal[
     "final", "best", "best_epoch", "gap", "rise_after_best", "drop_after_peak", "variability", "curve"
 ]
 VERDICTS = {"reproduced": 1, "inconclusive": 0, "refuted": -1}
+# Tests of a side of a line (the others test a band: level, equivalent).
+DIRECTIONAL = ("paired", "single", "interaction")
 NOT_RUN = "not run"
 
 
@@ -46,8 +49,18 @@ class Measure:
     mode: Literal["min", "max"] = "min"
 
     def __post_init__(self) -> None:
-        if (self.kind == "gap") != (self.minus is not None):
-            raise ParamsError(f"claims.yaml: measure {self.kind!r}: 'minus' is required for gap and only for gap")
+        if self.kind == "gap" and self.minus is None:
+            raise ParamsError("claims.yaml: measure 'gap': 'minus' is required (metric - minus at the last epoch)")
+        if self.kind not in ("gap", "curve") and self.minus is not None:
+            raise ParamsError(
+                f"claims.yaml: measure {self.kind!r}: 'minus' is for gap (at the last epoch) and curve (epoch by "
+                "epoch) only"
+            )
+        if self.kind == "curve" and self.minus in FINAL_METRICS:
+            raise ParamsError(
+                f"claims.yaml: measure 'curve': minus {self.minus!r} is measured once; use a per-epoch metric "
+                f"{list(EPOCH_METRICS)}"
+            )
         if self.kind not in ("final", "gap") and self.metric in FINAL_METRICS:
             raise ParamsError(
                 f"claims.yaml: measure {self.kind!r} needs a per-epoch metric {list(EPOCH_METRICS)}, "
@@ -56,27 +69,95 @@ class Measure:
 
 
 @dataclass(frozen=True)
+class Term:
+    """One variant's per-repeat values in a claim's contrast, with the sign it enters with.
+
+    ``at``: for a grid variant, the member by its grid setting and value (``{hidden_dropout: 0.1}``),
+    matched against the member params of params.yaml, never against member labels.
+    """
+
+    variant: str
+    sign: float
+    at: Mapping[str, float] | None = None
+
+    @property
+    def key(self) -> str:
+        """The name the term's values go by in the claim's results (unique within a claim)."""
+        if not self.at:
+            return self.variant
+        return self.variant + "[" + ", ".join(f"{k}={v:g}" for k, v in self.at.items()) + "]"
+
+
+@dataclass(frozen=True)
 class Test:
-    kind: Literal["paired", "single", "level"]
+    kind: Literal["paired", "single", "level", "equivalent", "interaction"]
     variant: str
     versus: str | None = None
+    # Grid members: the member of a grid variant by its grid setting and value, e.g. {hidden_dropout: 0.1}.
+    variant_at: Mapping[str, float] | None = None
+    versus_at: Mapping[str, float] | None = None
+    # Interaction: (variant - versus) - (base - base_versus), repeat by repeat.
+    base: str | None = None
+    base_versus: str | None = None
     direction: Literal["greater", "less"] | None = None
     line: float = 0.0
     tolerance: float | None = check(lambda v: v > 0, "must be a positive tolerance", default=None)
+    # Equivalence: the largest difference (for a curve: at any epoch) still called "the same".
+    margin: float | None = check(lambda v: v > 0, "must be a positive margin", default=None)
     # The smallest effect of interest beyond the line (directional tests); default: half the published one.
     smallest_effect: float | None = check(lambda v: v >= 0, "must be 0 or more", default=None)
 
     def __post_init__(self) -> None:
-        if (self.kind == "paired") != (self.versus is not None):
-            raise ParamsError(f"claims.yaml: test {self.kind!r}: 'versus' is required for paired and only for paired")
-        if (self.kind == "level") != (self.tolerance is not None):
-            raise ParamsError(f"claims.yaml: test {self.kind!r}: 'tolerance' is required for level and only for level")
-        if (self.kind == "level") == (self.direction is not None):
-            raise ParamsError(f"claims.yaml: test {self.kind!r}: 'direction' is required unless the test is level")
-        if self.kind == "level" and self.smallest_effect is not None:
+        kind = self.kind
+        compared = kind in ("paired", "equivalent", "interaction")
+        if compared != (self.versus is not None):
             raise ParamsError(
-                "claims.yaml: test 'level': its band is the tolerance; 'smallest_effect' is for directional tests"
+                f"claims.yaml: test {kind!r}: 'versus' is required for paired, equivalent and interaction tests "
+                "and only for them"
             )
+        if (kind == "interaction") != (self.base is not None and self.base_versus is not None):
+            raise ParamsError(
+                f"claims.yaml: test {kind!r}: 'base' and 'base_versus' are required for an interaction test (it "
+                "judges (variant - versus) - (base - base_versus)) and only for one"
+            )
+        if kind != "interaction" and (self.base is not None or self.base_versus is not None):
+            raise ParamsError(f"claims.yaml: test {kind!r}: 'base' and 'base_versus' belong to interaction tests")
+        if self.versus_at is not None and self.versus is None:
+            raise ParamsError(f"claims.yaml: test {kind!r}: 'versus_at' names a member of 'versus', which is not set")
+        for name in ("variant_at", "versus_at"):
+            at = getattr(self, name)
+            if at is not None and len(at) != 1:
+                raise ParamsError(
+                    f"claims.yaml: test {name} = {dict(at)!r}: name one grid setting and its value, "
+                    "e.g. {hidden_dropout: 0.1}"
+                )
+        if (kind == "level") != (self.tolerance is not None):
+            raise ParamsError(f"claims.yaml: test {kind!r}: 'tolerance' is required for level and only for level")
+        if (kind == "equivalent") != (self.margin is not None):
+            raise ParamsError(
+                f"claims.yaml: test {kind!r}: 'margin' is required for equivalent and only for equivalent"
+            )
+        if (kind in ("level", "equivalent")) == (self.direction is not None):
+            raise ParamsError(
+                f"claims.yaml: test {kind!r}: 'direction' is required unless the test is level or equivalent"
+            )
+        if kind in ("level", "equivalent") and self.smallest_effect is not None:
+            raise ParamsError(
+                f"claims.yaml: test {kind!r}: its band is the tolerance or margin; 'smallest_effect' is for "
+                "directional tests"
+            )
+        if kind == "equivalent" and self.line != 0.0:
+            raise ParamsError("claims.yaml: test 'equivalent': the band is ±margin around 0; remove 'line'")
+
+    @property
+    def terms(self) -> tuple[Term, ...]:
+        """The per-repeat value the test judges, as a signed sum of variants' values (a contrast)."""
+        terms = [Term(self.variant, 1.0, self.variant_at)]
+        if self.versus is not None:
+            terms.append(Term(self.versus, -1.0, self.versus_at))
+        if self.base is not None and self.base_versus is not None:
+            terms += [Term(self.base, -1.0), Term(self.base_versus, 1.0)]
+        return tuple(terms)
 
 
 @dataclass(frozen=True)
@@ -92,7 +173,7 @@ class Claim:
 
     @property
     def variants(self) -> tuple[str, ...]:
-        return (self.test.variant,) + ((self.test.versus,) if self.test.versus else ())
+        return tuple(dict.fromkeys(term.variant for term in self.test.terms))
 
 
 @dataclass(frozen=True)
@@ -131,7 +212,7 @@ def load_registry(path: str | Path) -> Registry:
         if claim.test.kind == "single" and "line" not in raw["claims"][index]["test"]:
             # A paired difference has a natural line (0); a single value has none, so it must be stated.
             _fail(path, f"{where}.test.line", None, "a single test needs the line its value is compared with")
-        if claim.test.kind != "level" and claim.test.smallest_effect is None and claim.published_value is None:
+        if claim.test.kind in DIRECTIONAL and claim.test.smallest_effect is None and claim.published_value is None:
             _fail(
                 path,
                 f"{where}.test.smallest_effect",
@@ -189,7 +270,8 @@ def measure(run: Run, spec: Measure) -> float | np.ndarray:
         return last(spec.metric) - last(spec.minus)
     values = series(spec.metric)
     if spec.kind == "curve":
-        return values
+        # E.g. val_loss - reg_loss: the validation loss without the penalty term, epoch by epoch.
+        return values if spec.minus is None else values - series(spec.minus)
     best_index = int(np.argmin(values) if spec.mode == "min" else np.argmax(values))
     if spec.kind == "best":
         return float(values[best_index])
@@ -232,28 +314,36 @@ def smallest_effect(claim: Claim) -> float:
     return max(0.0, sign * (claim.published_value - test.line)) / 2.0
 
 
+def contrast(claim: Claim, values: Mapping[str, dict[int, Any]]) -> tuple[list[int], np.ndarray]:
+    """The repeats every term has, and each one's value of the claim's contrast.
+
+    The contrast is the signed sum of the terms' values repeat by repeat (same seeds): a variant's own
+    value, a paired difference, or a difference of paired differences (an interaction). For a curve
+    measure the sum is taken epoch by epoch, then reduced to the repeat's worst epoch: for a directional
+    claim the epoch least on the claimed side (it must hold at every epoch), for an equivalence claim
+    the largest absolute difference (the curves must stay within the margin at every epoch).
+    """
+    terms = claim.test.terms
+    repeats = sorted(set.intersection(*(set(values[term.key]) for term in terms)))
+    if claim.measure.kind != "curve":
+        return repeats, np.asarray([sum(t.sign * values[t.key][r] for t in terms) for r in repeats], float)
+    sample = []
+    for r in repeats:
+        length = min(len(values[t.key][r]) for t in terms)
+        combined = sum(t.sign * np.asarray(values[t.key][r][:length], float) for t in terms)
+        if claim.test.kind == "equivalent":
+            sample.append(float(np.max(np.abs(combined))))
+        else:
+            worst = np.min if claim.test.direction == "greater" else np.max
+            sample.append(float(worst(combined)))
+    return repeats, np.asarray(sample, float)
+
+
 def judge(claim: Claim, values: Mapping[str, dict[int, Any]], settings: ClaimsParams) -> dict[str, Any]:
     """The verdict of one claim from the per-repeat values of its variant(s); the methods are in regbench.stats."""
     test = claim.test
-    a = values[test.variant]
-    if test.kind == "paired":
-        b = values[test.versus]
-        repeats = sorted(set(a) & set(b))
-        if claim.measure.kind == "curve":
-            # Holds at every epoch: the repeat's worst epoch for the claim must still be on its side.
-            worst = np.min if test.direction == "greater" else np.max
-            diffs = [float(worst(a[r][: len(b[r])] - b[r][: len(a[r])])) for r in repeats]
-        else:
-            diffs = [a[r] - b[r] for r in repeats]
-        sample = np.asarray(diffs, float)
-        means = {
-            test.variant: _mean_of(a, repeats),
-            test.versus: _mean_of(b, repeats),
-        }
-    else:
-        repeats = sorted(a)
-        sample = np.asarray([a[r] for r in repeats], float)
-        means = {test.variant: _mean_of(a, repeats)}
+    repeats, sample = contrast(claim, values)
+    means = {term.key: _mean_of(values[term.key], repeats) for term in test.terms}
     result: dict[str, Any] = {
         "repeats": len(repeats),
         # Which repeats (seed positions) the verdict rests on: the drift report pairs values by them.
@@ -271,6 +361,8 @@ def judge(claim: Claim, values: Mapping[str, dict[int, Any]], settings: ClaimsPa
     result.update({"mean": mean, "std": spread, "alpha_one_sided": alpha})
     if test.kind == "level":
         result.update(_judge_level(claim, sample, settings, seed))
+    elif test.kind == "equivalent":
+        result.update(_judge_equivalent(claim, sample, settings, seed))
     else:
         result.update(_judge_directional(claim, sample, settings, seed))
     result["sign_flip_floor"] = stats.sign_flip_floor(len(sample), settings.sign_flip_exact_max)
@@ -347,33 +439,49 @@ def _judge_directional(claim: Claim, sample: np.ndarray, settings: ClaimsParams,
 
 def _judge_level(claim: Claim, sample: np.ndarray, settings: ClaimsParams, seed: list[int]) -> dict[str, Any]:
     value, tolerance = float(claim.published_value), float(claim.test.tolerance)
-    alpha = stats.one_sided_alpha(settings.confidence)
     decision = stats.decide_level(
         sample, value - tolerance, value + tolerance, settings.confidence, settings.sign_flip_exact_max, seed
     )
-    mean, spread = float(sample.mean()), float(sample.std(ddof=1))
-    low, high = float(decision.ci_low[0]), float(decision.ci_high[0])
+    result = _band_verdict(decision, sample, settings, tolerance - abs(float(sample.mean()) - value))
+    return {
+        **result,
+        "published_in_interval": bool(result["ci_low"] <= value <= result["ci_high"]),
+        "distance_to_published": float(sample.mean()) - value,
+        "band": [value - tolerance, value + tolerance],
+    }
+
+
+def _judge_equivalent(claim: Claim, sample: np.ndarray, settings: ClaimsParams, seed: list[int]) -> dict[str, Any]:
+    """Sameness within ±margin: TOST on the per-repeat contrast (stats.decide_equivalence)."""
+    margin = float(claim.test.margin)
+    decision = stats.decide_equivalence(sample, margin, settings.confidence, settings.sign_flip_exact_max, seed)
+    result = _band_verdict(decision, sample, settings, margin - abs(float(sample.mean())))
+    return {**result, "margin": margin, "band": [-margin, margin]}
+
+
+def _band_verdict(decision: stats.Level, sample: np.ndarray, settings: ClaimsParams, inside: float) -> dict[str, Any]:
+    """The verdict of an equivalence test (level or sameness); ``inside``: how far the mean lies inside the band
+    (negative: outside), from which the repeats an inconclusive verdict needs are estimated."""
+    alpha = stats.one_sided_alpha(settings.confidence)
+    spread = float(sample.std(ddof=1))
     verdict = str(decision.verdict[0])
     needed = None
     if verdict == "inconclusive":
-        if spread == 0:
-            needed = stats.sign_flip_repeats(alpha)
-        else:
-            # Inside the band: show it is inside (the nearer edge decides); outside: show it is outside.
-            margin = tolerance - abs(mean - value)
-            needed = stats.repeats_needed(abs(margin) / spread, alpha, settings.power)
+        # Inside the band: show it is inside (the nearer edge decides); outside: show it is outside.
+        needed = (
+            stats.sign_flip_repeats(alpha)
+            if spread == 0
+            else stats.repeats_needed(abs(inside) / spread, alpha, settings.power)
+        )
     flat = decision.method[0] != "t"
     return {
         "verdict": verdict,
         "decided_by": _no_spread(len(sample)) if flat and verdict == "inconclusive" else str(decision.decided_by[0]),
-        "method": "TOST, Student t" if decision.method[0] == "t" else "TOST, exact sign-flip (no spread)",
+        "method": "TOST, exact sign-flip (no spread)" if flat else "TOST, Student t",
         "p_equivalence": float(decision.p_equivalence[0]),
         "p_outside": float(decision.p_outside[0]),
-        "ci_low": low,
-        "ci_high": high,
-        "published_in_interval": bool(low <= value <= high),
-        "distance_to_published": mean - value,
-        "band": [value - tolerance, value + tolerance],
+        "ci_low": float(decision.ci_low[0]),
+        "ci_high": float(decision.ci_high[0]),
         "repeats_needed": needed,
     }
 
@@ -432,6 +540,56 @@ def run_name(params: Params, experiment: str, variant: str) -> str | None:
     return None
 
 
+class MissingMember(ParamsError):
+    """A claim names a grid member params.yaml's grid does not have (a typo, or a deliberately trimmed grid)."""
+
+
+def _absent_member(params: Params, claim: Claim) -> str | None:
+    """Why a claim's grid member is not in params.yaml: an error, or with claims.on_missing_variant: not_run
+    (a trimmed grid), the reason it is not run. None when every member it names is configured."""
+    try:
+        for term in claim.test.terms:
+            member_label(params, claim, term)
+    except MissingMember as error:
+        if params.claims.on_missing_variant == "error":
+            raise ParamsError(
+                f"{error}. Fix the claim, or, with a trimmed params.yaml, set claims.on_missing_variant: not_run"
+            ) from None
+        return str(error).removeprefix("claims.yaml: ")
+    return None
+
+
+def member_label(params: Params, claim: Claim, term: Term) -> str | None:
+    """The member of ``term.variant`` the term names: the one member of a plain variant (None: all runs), or
+    the grid member whose grid setting has the value ``term.at`` gives (compared as numbers, not as labels)."""
+    variant = params.experiments[claim.experiment].variants[term.variant]
+    if variant.grid_key is None:
+        if term.at:
+            raise ParamsError(
+                f"claims.yaml: claim {claim.id!r} names a member {dict(term.at)} of {term.variant}, which is no grid "
+                "variant; remove the '_at' key"
+            )
+        return None
+    values = [member.grid_value for member in variant.members]
+    if not term.at:
+        raise ParamsError(
+            f"claims.yaml: claim {claim.id!r} names grid variant {term.variant} without a member: add "
+            f"variant_at (or versus_at): {{{variant.grid_key}: <one of {values}>}}"
+        )
+    ((key, value),) = term.at.items()
+    if key != variant.grid_key:
+        raise ParamsError(
+            f"claims.yaml: claim {claim.id!r}: {term.variant} is a grid over {variant.grid_key}, not {key}; "
+            f"write {{{variant.grid_key}: <one of {values}>}}"
+        )
+    for member in variant.members:
+        if math.isclose(member.grid_value, value, rel_tol=1e-9, abs_tol=1e-12):
+            return member.label
+    raise MissingMember(
+        f"claims.yaml: claim {claim.id!r}: {term.variant} has no member with {key} = {value}; its values: {values}"
+    )
+
+
 def evaluate(registry: Registry, params: Params, results_dir: Path) -> dict[str, Any]:
     """Every claim's verdict, Holm-adjusted p-values over the directional ones, and counts."""
     cache: dict[str, list[Run] | None] = {}
@@ -455,7 +613,7 @@ def evaluate(registry: Registry, params: Params, results_dir: Path) -> dict[str,
             "published": claim.published,
             "published_value": claim.published_value,
             "measure": {k: v for k, v in vars(claim.measure).items() if v is not None},
-            "test": {k: v for k, v in vars(claim.test).items() if v is not None},
+            "test": {k: to_plain(v) for k, v in vars(claim.test).items() if v is not None},
             "runs": {v: run_name(params, claim.experiment, v) for v in claim.variants},
         }
         unknown = [v for v in claim.variants if run_name(params, claim.experiment, v) is None]
@@ -472,10 +630,15 @@ def evaluate(registry: Registry, params: Params, results_dir: Path) -> dict[str,
             # A shrunk params.yaml (quick runs, tests) leaves experiments or variants out.
             reason = f"{claim.experiment} variant(s) {', '.join(unknown)} not in params.yaml train.runs"
             entry.update({"verdict": NOT_RUN, "reason": reason})
+        elif absent := _absent_member(params, claim):
+            entry.update({"verdict": NOT_RUN, "reason": absent})
         elif missing:
             entry.update({"verdict": NOT_RUN, "reason": f"no train results for {', '.join(missing)}"})
         else:
-            values = {variant: per_repeat(found, claim.measure) for variant, found in runs.items()}
+            values = {
+                term.key: per_repeat(runs[term.variant], claim.measure, member_label(params, claim, term))
+                for term in claim.test.terms
+            }
             entry.update(judge(claim, values, params.claims))
             # A repeat with a diverged run (loss NaN or infinite) is left out of the claim, say which and why.
             diverged = {v: sorted({r.repeat for r in found if r.status != "ok"}) for v, found in runs.items()}
@@ -538,6 +701,7 @@ METRIC_KEYS = (
     "p_holm",
     "p_sign_flip",
     "p_equivalence",
+    "margin",
     "distance_to_published",
     "smallest_effect",
     "cohens_dz",

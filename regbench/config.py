@@ -111,10 +111,38 @@ def _build_prepare(raw: Any) -> Mapping[str, Any]:
 
 
 @dataclass(frozen=True)
+class DecayParams:
+    """A learning-rate decay schedule over optimizer steps (batches), as Keras' learning-rate schedules:
+
+    ``inverse_time``: learning_rate / (1 + rate * step / steps) (keras.optimizers.schedules.InverseTimeDecay,
+    the old Keras ``decay`` argument with steps = 1); ``exponential``: learning_rate * rate ** (step / steps)
+    (ExponentialDecay), so its rate is the factor per ``steps`` steps and must lie in (0, 1).
+    """
+
+    kind: Literal["inverse_time", "exponential"]
+    rate: float = check(positive, "must be a positive number")
+    steps: int = check(positive_int, "must be a positive number of optimizer steps (batches)")
+
+    def __post_init__(self) -> None:
+        if self.kind == "exponential" and not self.rate < 1:
+            raise ValueError(
+                f"an exponential decay multiplies the learning rate by rate = {self.rate} every {self.steps} "
+                "steps, so it must lie in (0, 1) to decay; for 1 / (1 + rate * step / steps) use kind: inverse_time"
+            )
+
+
+@dataclass(frozen=True)
 class OptimizerParams:
     name: Literal["adam", "sgd", "rmsprop"]
     learning_rate: float = check(positive, "must be a positive number")
     momentum: float = check(lambda v: 0 <= v < 1, "must be in [0, 1)", default=0.0)
+    # Decoupled weight decay (the Keras optimizers' ``weight_decay``): before each step the hidden kernels
+    # (the weights L2 and L1 apply to) shrink by learning_rate * weight_decay * weight. Under plain SGD this
+    # is the gradient step of an L2 penalty l2 * sum(w**2) with weight_decay = 2 * l2; other optimizers
+    # rescale the penalty's gradient but not this decay, so there the two differ.
+    weight_decay: float = check(non_negative, "must be 0 (off) or a positive decay factor", default=0.0)
+    # A learning-rate schedule; null: the learning rate stays constant.
+    decay: DecayParams | None = None
 
     def __post_init__(self) -> None:
         if self.momentum and self.name != "sgd":
@@ -143,6 +171,8 @@ class VariantParams:
     input_dropout: float = check(rate, "must be a dropout rate in [0, 1)", default=0.0)
     hidden_dropout: float = check(rate, "must be a dropout rate in [0, 1)", default=0.0)
     l2: float = check(non_negative, "must be 0 (off) or a positive L2 factor", default=0.0)
+    # L1 penalty factor on the hidden kernels (Keras' L1: factor * sum of absolute values); with l2, L1L2.
+    l1: float = check(non_negative, "must be 0 (off) or a positive L1 factor", default=0.0)
     max_norm: float | None = check(positive, "must be a positive norm, or null for none", default=None)
     shuffle: bool = True
     validation_split: float = check(lambda v: 0 < v < 1, "must be in (0, 1)", default=0.2)
@@ -232,7 +262,7 @@ def _build_variant(path: str, name: str, defaults_raw: Mapping, override: Any) -
     if not isinstance(grid, Mapping) or len(grid) != 1:
         fail(f"{path}.grid", grid, "must map exactly one setting to a list of values")
     ((grid_key, values),) = grid.items()
-    scalar_fields = {"input_dropout", "hidden_dropout", "l2", "max_norm", "epochs", "batch_size"}
+    scalar_fields = {"input_dropout", "hidden_dropout", "l2", "l1", "max_norm", "epochs", "batch_size"}
     if grid_key not in scalar_fields:
         fail(f"{path}.grid", grid_key, f"a grid can vary one of {sorted(scalar_fields)}")
     if not isinstance(values, list) or not values:

@@ -24,7 +24,14 @@ import keras
 import numpy as np
 
 from regbench.config import VariantParams
-from regbench.models import ModelSpec, build_model, build_optimizer, compile_model, regularization_penalty
+from regbench.models import (
+    ModelSpec,
+    build_model,
+    build_optimizer,
+    compile_model,
+    regularization_penalty,
+    undecayed_weights,
+)
 from regbench.records import EPOCH_METRICS as METRICS
 from regbench.sparse import BinaryCsr
 
@@ -281,12 +288,12 @@ class CompiledTrainer:
         self.sparse, self.chunk_seconds = sparse, chunk_seconds
         self.spec = ModelSpec.of(params, input_dim, output_dim)
         self.model = build_model(self.spec)
-        self.optimizer = build_optimizer(params.optimizer)
+        self.optimizer = build_optimizer(params.optimizer, undecayed_weights(self.model))
         self.optimizer.build(self.model.trainable_variables)
         self._optimizer_initial = [v.numpy() for v in self.optimizer.variables]
         self._loss = keras.losses.get(params.loss)
         self._categorical = params.loss == "categorical_crossentropy"
-        self._has_penalty = self.spec.l2 > 0
+        self._has_penalty = self.spec.l2 > 0 or self.spec.l1 > 0
         # The sparse first-layer path needs the multi-hot rows to reach the first Dense layer unchanged.
         self._first, self._rest = None, []
         if sparse and self.spec.input_dropout == 0:

@@ -104,3 +104,40 @@ def plot_learning_curves(
     figure.suptitle(title)
     figure.tight_layout()
     save(figure, path)
+
+
+def plot_side_by_side(
+    panels: Mapping[str, Mapping[str, np.ndarray]], path: Path, title: str, ylabel: str, max_points: int
+) -> None:
+    """One panel per entry of ``panels``, side by side on a shared y axis; ``panels[panel][line]`` is a
+    (repeats, epochs) array whose mean over repeats is drawn, with a min-max band (as plot_learning_curves)."""
+    plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
+
+    figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), sharey=True, squeeze=False)
+    colours = plt.get_cmap("tab10")
+    for axis, (panel, lines) in zip(axes[0], panels.items(), strict=True):
+        for index, (line, repeats) in enumerate(lines.items()):
+            if repeats.size == 0:
+                continue
+            keep = thin(repeats.shape[1], max_points)
+            colour = colours(index % 10)
+            axis.plot(
+                keep + 1,
+                repeats.mean(axis=0)[keep],
+                color=colour,
+                linestyle=LINE_STYLES[index % len(LINE_STYLES)],
+                marker=MARKERS[index % len(MARKERS)],
+                markersize=4,
+                label=line,
+            )
+            axis.fill_between(keep + 1, repeats.min(axis=0)[keep], repeats.max(axis=0)[keep], color=colour, alpha=0.15)
+        axis.set_title(panel)
+        axis.set_xlabel("epoch")
+        axis.grid(alpha=0.3)
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.legend(loc="best", fontsize=8, title="mean, band = min-max over repeats", title_fontsize=8)
+    axes[0][0].set_ylabel(ylabel)
+    figure.suptitle(title)
+    figure.tight_layout()
+    save(figure, path)

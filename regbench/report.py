@@ -23,7 +23,7 @@ from regbench.claims import NOT_RUN, Measure, per_repeat, run_name
 from regbench.config import Params
 from regbench.experiments import registry
 from regbench.io import atomic_path, read_json
-from regbench.plots import METRIC_LABEL, plot_learning_curves
+from regbench.plots import METRIC_LABEL, plot_learning_curves, plot_side_by_side
 from regbench.plots import pyplot as _pyplot
 from regbench.plots import save as _save
 from regbench.records import Run, load_runs
@@ -184,6 +184,106 @@ def plot_grid(results: ExperimentResults, variant: str, params: Params, path: Pa
     return True
 
 
+# --- weight decay and L2 -------------------------------------------------------------
+
+# Same-seed curves "first differ" at the first epoch they are this far apart (validation cross-entropy):
+# float rounding alone keeps two exactly-equivalent runs orders of magnitude closer at first.
+SAME_SEED_TOLERANCE = 1e-4
+DATA_LOSS = Measure(kind="curve", metric="val_loss", minus="reg_loss")
+
+
+def weight_decay_pairs(params: Params, experiment: str, evaluation: Mapping[str, Any]) -> list[tuple[str, str, str]]:
+    """(claim id, weight-decay variant, L2 variant) of each sameness claim of ``experiment`` that compares
+    decoupled weight decay with an L2 penalty (told apart by their settings, not by names)."""
+    variants = params.experiments[experiment].variants
+    pairs = []
+    for claim_id, entry in evaluation["claims"].items():
+        test = entry["test"]
+        if entry["experiment"] != experiment or test["kind"] != "equivalent":
+            continue
+        if test["variant"] not in variants or test["versus"] not in variants:
+            continue
+        decayed, penalized = (variants[test[key]].members[0].params for key in ("variant", "versus"))
+        if decayed.optimizer.weight_decay > 0 and decayed.l2 == 0 and penalized.l2 > 0:
+            pairs.append((claim_id, test["variant"], test["versus"]))
+    return pairs
+
+
+def weight_decay_section(
+    results: ExperimentResults, params: Params, evaluation: Mapping[str, Any], figures_dir: Path
+) -> tuple[list[str], list[str]]:
+    """The identity claims in words, the curves side by side, and where same-seed curves part."""
+    pairs = weight_decay_pairs(params, results.name, evaluation)
+    if not pairs:
+        return [], []
+    lines = [
+        "### Weight decay and L2: one identity, two optimizers",
+        "",
+        "An L2 penalty λ·Σw² on the hidden kernels adds 2λ·w to each kernel weight's gradient g. Keras' decoupled "
+        "weight decay (the optimizers' `weight_decay` d) leaves the gradient alone and shrinks the same weights "
+        "directly before each step, w ← w − η·d·w, from the same weights the gradient was taken at (η: the learning "
+        "rate). Under **plain SGD** the L2 step is w ← w − η·(g + 2λ·w) = w − η·g − η·2λ·w: with d = 2λ (the factor "
+        "2 is the derivative of the square; the learning rate multiplies both) the two updates are the same in "
+        "exact arithmetic, step after step, so from the same initial weights and batches the weights are the same "
+        "at every epoch. Under **RMSprop** the step is w ← w − η·(g + 2λ·w) / (√v + ε), v being the running mean of "
+        "that weight's squared gradient: the optimizer rescales the penalty's gradient per weight, so a weight "
+        "with small gradients (a rare word's first-layer weight) is pulled towards zero far harder than η·2λ·w, "
+        "while the decoupled decay shrinks every weight by the same η·d. The identity the tutorial states holds "
+        "for SGD, not for the optimizer it trains with. (Momentum breaks it too: the penalty's gradient "
+        "accumulates in the velocity, the decoupled decay does not.)",
+        "",
+        "Compared on what both report alike: the validation loss without the penalty term (the L2 model's "
+        "reported loss includes λ·Σw²; the weight-decay model has no penalty). In exact arithmetic the SGD pair "
+        "is identical; in float arithmetic rounding differences (about 1e-7 of a weight) are amplified by "
+        "training, so same-seed curves can part after some epochs. That parting is shown below, but the claim is "
+        "judged over seeds, paired by seed, with a stated margin.",
+        "",
+    ]
+    panels: dict[str, dict[str, np.ndarray]] = {}
+    for claim_id, decayed, penalized in pairs:
+        entry = evaluation["claims"][claim_id]
+        settings = {v: results.variants[v].members[0].params for v in (decayed, penalized)}
+        optimizer = settings[decayed].optimizer
+        lines.append(
+            f"- [`{claim_id}`](#{_anchor(claim_id)}) ({badge(entry['verdict'])}): `{decayed}` "
+            f"({optimizer.name}, learning rate {_fmt(optimizer.learning_rate)}, weight_decay "
+            f"{_fmt(optimizer.weight_decay)}) against `{penalized}` ({settings[penalized].optimizer.name}, L2 "
+            f"{_fmt(settings[penalized].l2)}; 2λ = {_fmt(2 * settings[penalized].l2)}); measured "
+            f"{_measured(entry)} against the margin ±{_fmt(entry['test']['margin'])}."
+        )
+        if decayed not in results.runs or penalized not in results.runs:
+            continue
+        curves = {v: per_repeat(results.runs[v], DATA_LOSS, v) for v in (decayed, penalized)}
+        shared = sorted(set(curves[decayed]) & set(curves[penalized]))
+        parted = []
+        for repeat in shared:
+            a, b = curves[decayed][repeat], curves[penalized][repeat]
+            gap = np.abs(a[: len(b)] - b[: len(a)])
+            beyond = np.flatnonzero(gap > SAME_SEED_TOLERANCE)
+            first = f"epoch {beyond[0] + 1}" if len(beyond) else "never"
+            parted.append(f"repeat {repeat}: {first} (largest {_fmt(float(gap.max()))})")
+        if parted:
+            lines.append(
+                f"  Same-seed curves first differ by more than {SAME_SEED_TOLERANCE:g}: " + "; ".join(parted) + "."
+            )
+        length = min(len(c) for v in curves for c in curves[v].values()) if shared else 0
+        panels[f"{optimizer.name}: {decayed} vs {penalized}"] = {
+            v: np.asarray([curves[v][r][:length] for r in shared]) for v in (decayed, penalized)
+        }
+    lines.append("")
+    if not panels:
+        return lines, []
+    path = figures_dir / f"{results.name}_weight_decay_vs_l2.png"
+    plot_side_by_side(
+        panels,
+        path,
+        f"{results.name}: decoupled weight decay vs L2, validation loss without the penalty term",
+        "validation cross-entropy (penalty excluded)",
+        params.report.max_curve_points,
+    )
+    return [*lines, f"![{results.name} weight decay vs L2](figures/{path.name})", ""], [path.name]
+
+
 # --- text ----------------------------------------------------------------------------
 
 
@@ -203,18 +303,39 @@ def _measured(entry: Mapping[str, Any]) -> str:
     return f"{_fmt(entry['mean'])} [{_fmt(entry['ci_low'])}, {_fmt(entry['ci_high'])}]"
 
 
+def _side(test: Mapping[str, Any], role: str) -> str:
+    """A variant as a claim names it: a grid member with its grid setting."""
+    at = test.get(f"{role}_at")
+    name = test[role]
+    return name if not at else name + "[" + ", ".join(f"{k}={_fmt(float(v))}" for k, v in at.items()) + "]"
+
+
 def _describe_test(entry: Mapping[str, Any]) -> str:
     test, measure = entry["test"], entry["measure"]
     what = measure["kind"].replace("_", " ") + " of " + measure["metric"]
     if "minus" in measure:
-        what = f"{measure['metric']} − {measure['minus']} at the last epoch"
+        when = "epoch by epoch" if measure["kind"] == "curve" else "at the last epoch"
+        what = f"{measure['metric']} − {measure['minus']} {when}"
+    side = ">" if test.get("direction") == "greater" else "<"
     if test["kind"] == "paired":
-        side = ">" if test["direction"] == "greater" else "<"
         every = " at every epoch (worst epoch per repeat)" if measure["kind"] == "curve" else ""
         line = _fmt(test.get("line", 0.0))
-        return f"{what}: {test['variant']} − {test['versus']}{every}, paired by seed; claim: difference {side} {line}"
+        return (
+            f"{what}: {_side(test, 'variant')} − {_side(test, 'versus')}{every}, paired by seed; "
+            f"claim: difference {side} {line}"
+        )
+    if test["kind"] == "interaction":
+        return (
+            f"{what}: ({test['variant']} − {test['versus']}) − ({test['base']} − {test['base_versus']}), a "
+            f"difference of paired differences seed by seed; claim: {side} {_fmt(test.get('line', 0.0))}"
+        )
+    if test["kind"] == "equivalent":
+        every = " (per repeat: the largest absolute difference over the epochs)" if measure["kind"] == "curve" else ""
+        return (
+            f"{what}: {_side(test, 'variant')} − {_side(test, 'versus')}, paired by seed{every}; claim: the same "
+            f"within ±{_fmt(test['margin'])} (equivalence, TOST)"
+        )
     if test["kind"] == "single":
-        side = ">" if test["direction"] == "greater" else "<"
         return f"{what} of {test['variant']}; claim: {side} {_fmt(test['line'])}"
     band = f"within ±{_fmt(test['tolerance'])} of the published {_fmt(entry['published_value'])}"
     return f"{what} of {test['variant']}; claim: {band}"
@@ -237,7 +358,8 @@ def summary_table(evaluation: Mapping[str, Any]) -> list[str]:
         p = _fmt(entry["p_value"], 3) if "p_value" in entry else "–"
         p_holm = _fmt(entry["p_holm"], 3) if "p_holm" in entry else "–"
         if "p_equivalence" in entry:
-            p, p_holm = f"{_fmt(entry['p_equivalence'], 3)} (TOST)", "level claim"
+            kind = "sameness claim" if entry["test"]["kind"] == "equivalent" else "level claim"
+            p, p_holm = f"{_fmt(entry['p_equivalence'], 3)} (TOST)", kind
         published = _fmt(entry.get("published_value"))
         lines.append(
             f"| [`{claim_id}`](#{_anchor(claim_id)}) | {_verdict_text(entry)} | {published} | "
@@ -300,6 +422,12 @@ def claim_section(claim_id: str, entry: Mapping[str, Any]) -> list[str]:
             f"{_fmt(entry['distance_to_published'])}. Equivalence with the band [{_fmt(low)}, {_fmt(high)}] "
             f"({entry['method']}, two one-sided tests at {_fmt(entry['alpha_one_sided'])} each): "
             f"p = {_fmt(entry['p_equivalence'], 3)}; p that the mean lies outside it = {_fmt(entry['p_outside'], 3)}."
+        )
+    if "margin" in entry:
+        lines.append(
+            f"- Sameness within ±{_fmt(entry['margin'])} ({entry['method']}, two one-sided tests at "
+            f"{_fmt(entry['alpha_one_sided'])} each): p = {_fmt(entry['p_equivalence'], 3)}; p that the difference "
+            f"lies outside the margin = {_fmt(entry['p_outside'], 3)}."
         )
     if "p_value" in entry:
         lines += _directional_lines(entry)
@@ -385,6 +513,15 @@ def how_to_read(evaluation: Mapping[str, Any], params: Params) -> list[str]:
         f"- **Level claims** ('about 0.85') are equivalence tests: two one-sided t tests against the published "
         f"value ± tolerance, each at {_fmt(alpha)}; reproduced when the {settings.confidence:.0%} interval lies "
         "inside the band, refuted when it lies wholly outside.",
+        f"- **Sameness claims** ('minimal effect', 'identical') are equivalence tests of a paired difference: "
+        f"two one-sided t tests against ± the claim's margin (declared in `claims.yaml`), each at {_fmt(alpha)}; "
+        "reproduced when the interval lies inside ±margin, refuted when it lies wholly outside, inconclusive when "
+        "it straddles an edge. For a curve, each repeat contributes its largest absolute per-epoch difference. A "
+        "true difference on the margin's edge is called 'the same' at most at the nominal rate (simulated in "
+        "tests/test_stats.py); they are not in Holm's family, which is for directional claims.",
+        "- **Interaction claims** ('dropout helps a larger network more') judge a difference of paired "
+        "differences, (A − B) − (C − D), seed by seed, with the same t interval as a paired claim: what each seed "
+        "shares across the four variants cancels.",
         "- **Distribution-free companion.** The exact sign-flip permutation test (every one of the 2^n sign "
         "patterns) is shown beside each t p-value. It cannot go below 1/2^n (1/32 at 5 repeats), so on its own "
         f"it could never decide at {_fmt(alpha)} with 5 repeats. It decides instead of t only when every repeat "
@@ -654,6 +791,9 @@ def build(params: Params, evaluation: Mapping[str, Any], results_dir: Path, out_
                 md += [f"![{name} {variant}](figures/{grid.name})", ""]
         md += ["### Published vs measured", "", *published_table(results, published.get(name, {}), params), ""]
         md += not_learned_lines(flags, name)
+        identity, drawn = weight_decay_section(results, params, evaluation, figures_dir)
+        md += identity
+        figures += drawn
         md += ["### Claims", ""]
         for claim_id, entry in evaluation["claims"].items():
             if entry["experiment"] == name:

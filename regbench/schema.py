@@ -86,6 +86,10 @@ def convert(hint: Any, value: Any, path: str) -> Any:
         options = get_args(hint)
         if value is None and type(None) in options:
             return None
+        others = [option for option in options if option is not type(None)]
+        if len(others) == 1:
+            # ``X | None``: X's own error, which names the key inside a nested section (decay.steps).
+            return convert(others[0], value, path)
         errors = []
         for option in options:
             if option is type(None):

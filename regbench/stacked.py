@@ -59,7 +59,7 @@ SMALL_STEP_FLOPS = 10_000_000
 # with any other field is refused (its runs train one at a time), never silently simplified.
 IMPLEMENTED = frozenset(
     {"input_dim", "hidden", "output_dim", "activation", "output_activation", "input_dropout", "hidden_dropout"}
-    | {"l2", "max_norm"}
+    | {"l2", "l1", "max_norm"}
 )
 # Optimizers that update every weight element by element: on stacked weights each run then gets exactly
 # its own update. One that looks at a whole tensor (a norm, as LAMB or clipnorm do) would mix the runs.
@@ -152,7 +152,8 @@ class StackedTrainer:
             keras.Variable(np.zeros((runs, b), np.float32), name=f"bias_{i}") for i, b in enumerate(sizes[1:])
         ]
         self.variables = [v for pair in zip(self.kernels, self.biases, strict=True) for v in pair]
-        self.optimizer = build_optimizer(params.optimizer)
+        # Weight decay, like the penalties, on the hidden kernels only (models.undecayed_weights).
+        self.optimizer = build_optimizer(params.optimizer, [*self.biases, self.kernels[-1]])
         self.optimizer.build(self.variables)
         self._optimizer_initial = [v.numpy() for v in self.optimizer.variables]
         # Kernels of the hidden layers, as in models.build_model: the output layer is not regularized.
@@ -195,11 +196,15 @@ class StackedTrainer:
         return tf.nn.softmax(logits) if self._categorical else tf.sigmoid(logits)
 
     def _penalty(self):
-        """Per run: the L2 penalty of its hidden kernels (Keras' L2: factor * sum of squares)."""
+        """Per run: the penalty of its hidden kernels (Keras' L2: factor * sum of squares; L1: of |w|)."""
         tf = self.tf
-        if self.spec.l2 <= 0:
-            return tf.zeros([self.runs])
-        return tf.add_n([self.spec.l2 * tf.reduce_sum(tf.square(k), axis=[1, 2]) for k in self.kernels[:-1]])
+        terms = [
+            factor * tf.reduce_sum(transform(k), axis=[1, 2])
+            for factor, transform in ((self.spec.l2, tf.square), (self.spec.l1, tf.abs))
+            if factor > 0
+            for k in self.kernels[:-1]
+        ]
+        return tf.add_n(terms) if terms else tf.zeros([self.runs])
 
     def _correct(self, y, predictions):
         return correct_predictions(self.tf, y, predictions, self._categorical)

@@ -28,6 +28,7 @@ and by tests/test_stats.py at n = 3, 5, 10, 20):
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import warnings
 from collections.abc import Callable
@@ -218,6 +219,27 @@ def decide_level(
         np.where(refuted, "interval outside the band", "interval straddles a band edge"),
     )
     return Level(verdict, decided_by, p_equivalence, p_outside, method, low, high)
+
+
+def decide_equivalence(
+    sample: np.ndarray, margin: float, confidence: float, exact_max: int = 16, seed: Any = 0
+) -> Level:
+    """Sameness: TOST of the mean (of a paired difference) against the band [-margin, +margin].
+
+    The same two one-sided tests as ``decide_level``, each at alpha: reproduced when the interval lies
+    inside ±margin, refuted when it lies wholly outside, inconclusive when it straddles an edge. Its
+    error rates (simulated in tests/test_stats.py): a mean on an edge is called the same in at most alpha
+    of samples, and a mean inside the margin is called different in at most alpha (Schuirmann's TOST;
+    Lakens 2017, "Equivalence tests", Social Psychological and Personality Science 8(4)).
+    """
+    decision = decide_level(sample, -margin, margin, confidence, exact_max, seed)
+    words = {
+        "interval inside the band": "interval inside ±margin",
+        "interval outside the band": "interval outside ±margin",
+        "interval straddles a band edge": "interval straddles a margin edge",
+    }
+    decided_by = np.vectorize(words.get, otypes=[object])(decision.decided_by)
+    return dataclasses.replace(decision, decided_by=decided_by)
 
 
 # --- effect sizes and power --------------------------------------------------------------------

@@ -267,3 +267,151 @@ def test_a_claim_names_the_repeats_left_out_because_a_run_diverged(tmp_path):
     entry = evaluation["claims"]["circles.dropout_raises_test"]
     assert entry["repeat_ids"] == [0, 1, 3, 4] and entry["diverged_repeats"] == {"dropout": [2]}
     assert claims.metrics_view(evaluation)["claims"]["circles.dropout_raises_test"]["repeats_left_out_diverged"] == 1
+
+
+# --- equivalence, interaction and grid members (issue 18) ------------------------------------------------
+
+
+def sameness(margin=0.03, measure="final"):
+    metric = "val_loss" if measure == "curve" else "val_accuracy"
+    return claims.Claim(
+        "x.same",
+        "circles",
+        "s.txt",
+        "statement",
+        "pub",
+        claims.Measure(kind=measure, metric=metric),
+        claims.Test(kind="equivalent", variant="a", versus="b", margin=margin),
+    )
+
+
+def shifted(repeats, *changes):
+    return {r: v + d for (r, v), d in zip(repeats.items(), changes, strict=True)}
+
+
+def test_equivalence_inside_outside_and_straddling_the_margin():
+    base = values(0.80, 0.82, 0.79, 0.81, 0.80)
+    inside = {"a": shifted(base, 0.004, -0.003, 0.002, 0.0, -0.001), "b": base}
+    result = claims.judge(sameness(), inside, SETTINGS)
+    assert result["verdict"] == "reproduced" and -0.03 < result["ci_low"] < result["ci_high"] < 0.03
+    assert result["decided_by"] == "interval inside ±margin" and result["p_equivalence"] < 0.025
+    assert result["method"] == "TOST, Student t" and result["band"] == [-0.03, 0.03]
+    outside = {"a": {r: v - 0.1 + 0.002 * r for r, v in base.items()}, "b": base}
+    result = claims.judge(sameness(), outside, SETTINGS)
+    assert result["verdict"] == "refuted" and result["ci_high"] < -0.03
+    assert result["decided_by"] == "interval outside ±margin"
+    straddling = {"a": shifted(base, 0.0, 0.05, -0.01, 0.04, 0.02), "b": base}
+    result = claims.judge(sameness(), straddling, SETTINGS)
+    assert result["verdict"] == "inconclusive" and result["ci_low"] < 0.03 < result["ci_high"]
+    assert result["decided_by"] == "interval straddles a margin edge" and result["repeats_needed"] > 5
+    # A wider margin turns the same values into a reproduced sameness: the margin is the claim.
+    assert claims.judge(sameness(margin=0.1), straddling, SETTINGS)["verdict"] == "reproduced"
+
+
+def test_curve_sameness_judges_each_repeats_largest_per_epoch_difference():
+    b = {r: np.array([0.7, 0.5, 0.4, 0.45]) + 0.01 * r for r in range(5)}
+    # Equal at the end, apart by 0.05 or 0.06 at epoch 2 (alternating sign: the mean difference there is small).
+    a = {r: b[r] + np.array([0.0, (-1) ** r * (0.05 + 0.002 * r), 0.0, 0.0]) for r in range(5)}
+    result = claims.judge(sameness(0.03, "curve"), {"a": a, "b": b}, SETTINGS)
+    np.testing.assert_allclose(result["values"], [0.05, 0.052, 0.054, 0.056, 0.058])
+    assert result["verdict"] == "refuted"
+    close = {r: b[r] + np.array([0.0, 0.001 * r, -0.002, 0.0]) for r in range(5)}
+    assert claims.judge(sameness(0.03, "curve"), {"a": close, "b": b}, SETTINGS)["verdict"] == "reproduced"
+
+
+def interaction(smallest=0.02):
+    return claims.Claim(
+        "x.interaction",
+        "sonar",
+        "s.txt",
+        "statement",
+        "pub",
+        claims.Measure(kind="final", metric="val_accuracy"),
+        claims.Test(
+            kind="interaction",
+            variant="big_drop",
+            versus="big",
+            base="drop",
+            base_versus="plain",
+            direction="greater",
+            smallest_effect=smallest,
+        ),
+    )
+
+
+def test_an_interaction_is_a_difference_of_paired_differences_seed_by_seed():
+    plain = values(0.80, 0.84, 0.78, 0.82, 0.81)
+    drop = {r: v + 0.02 for r, v in plain.items()}  # dropout gains 0.02 on the small network
+    big = values(0.78, 0.80, 0.83, 0.79, 0.80)
+    with_effect = {r: v + 0.08 + 0.003 * r for r, v in big.items()}  # and 0.08 or so on the big one
+    result = claims.judge(interaction(), {"big_drop": with_effect, "big": big, "drop": drop, "plain": plain}, SETTINGS)
+    np.testing.assert_allclose(result["values"], [0.06, 0.063, 0.066, 0.069, 0.072])
+    assert result["verdict"] == "reproduced" and result["ci_low"] > 0
+    assert set(result["variant_means"]) == {"big_drop", "big", "drop", "plain"}
+    # The same gain on both networks: the seed-to-seed level differences cancel, no interaction is left.
+    no_effect = {r: v + 0.02 + (-1) ** r * 0.001 for r, v in big.items()}
+    result = claims.judge(interaction(), {"big_drop": no_effect, "big": big, "drop": drop, "plain": plain}, SETTINGS)
+    assert abs(result["mean"]) < 0.002 and result["verdict"] == "refuted"
+    assert result["decided_by"] == "interval below the smallest effect of interest"
+
+
+def test_claims_name_grid_members_by_their_grid_value(tmp_path):
+    from regbench import records
+
+    params = config.parse(real_params())
+    grid = params.experiments["circles"].variants["dropout_grid"]
+    runs = []
+    for member in grid.members:
+        for repeat in range(5):
+            # Final test accuracy 0.8 - rate / 2, plus a little seed noise: rate 0.8 is 0.2 below rate 0.4.
+            accuracy = 0.8 - member.grid_value / 2 + 0.003 * ((repeat * 7 + int(member.grid_value * 10)) % 5)
+            record = {"member": member.label, "grid_value": member.grid_value, "repeat": repeat, "seed": repeat}
+            record.update(fold=None, status="ok", diverged_epoch=None, epochs=2, seconds=0.0, mlflow_run_id=None)
+            curves = {m: np.asarray([0.5, accuracy]) for m in claims.EPOCH_METRICS}
+            runs.append(records.Run(member.label, repeat, None, "ok", curves, {}, member.grid_value, repeat, record))
+    (tmp_path / "circles-dropout_grid").mkdir()
+    records.write(tmp_path / "circles-dropout_grid", runs)
+    registry = claims.load_registry(REPO_ROOT / "claims.yaml")
+    evaluation = claims.evaluate(registry, params, tmp_path)
+    high = evaluation["claims"]["circles.rate_too_high_underlearns"]
+    assert high["verdict"] == "reproduced" and high["mean"] == pytest.approx(-0.2, abs=0.02)
+    assert set(high["variant_means"]) == {"dropout_grid[hidden_dropout=0.8]", "dropout_grid[hidden_dropout=0.4]"}
+    low = evaluation["claims"]["circles.rate_too_low_no_effect"]
+    assert low["mean"] == pytest.approx(-0.05, abs=0.02) and low["verdict"] == "refuted"  # 0.05 is beyond 0.03
+    assert low["test"]["variant_at"] == {"hidden_dropout": 0.1}
+
+    def judged_with(**test):
+        changed = dataclasses.replace(registry.claims[-8], test=dataclasses.replace(registry.claims[-8].test, **test))
+        return claims.evaluate(claims.Registry(claims=(changed,)), params, tmp_path)
+
+    with pytest.raises(ParamsError, match=r"has no member with hidden_dropout = 0.15; its values: \[0.0, 0.1"):
+        judged_with(variant_at={"hidden_dropout": 0.15})
+    with pytest.raises(ParamsError, match="is a grid over hidden_dropout, not l2"):
+        judged_with(variant_at={"l2": 0.1})
+    with pytest.raises(ParamsError, match="names grid variant dropout_grid without a member: add variant_at"):
+        judged_with(variant_at=None)
+
+
+@pytest.mark.parametrize(
+    ("test", "message"),
+    [
+        ({"kind": "equivalent", "variant": "a", "versus": "b"}, "'margin' is required for equivalent"),
+        ({"kind": "equivalent", "variant": "a", "versus": "b", "margin": -0.1}, "margin = -0.1: must be a positive"),
+        ({"kind": "equivalent", "variant": "a", "margin": 0.1}, "'versus' is required"),
+        ({"kind": "equivalent", "variant": "a", "versus": "b", "margin": 0.1, "direction": "less"}, "'direction'"),
+        ({"kind": "interaction", "variant": "a", "versus": "b", "direction": "greater"}, "'base' and 'base_versus'"),
+        ({"kind": "paired", "variant": "a", "versus": "b", "direction": "less", "base": "c"}, "'base' and"),
+        ({"kind": "single", "variant": "a", "versus_at": {"x": 0.1}, "direction": "less"}, "'versus_at' names"),
+        (
+            {"kind": "paired", "variant": "a", "versus": "b", "direction": "less", "variant_at": {"x": 1, "y": 2}},
+            "name one grid setting",
+        ),
+    ],
+)
+def test_new_test_kinds_are_validated_with_the_key_to_fix(tmp_path, test, message):
+    raw = yaml.safe_load((REPO_ROOT / "claims.yaml").read_text())
+    raw["claims"][0]["test"] = test
+    path = tmp_path / "claims.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    with pytest.raises(ParamsError, match=message):
+        claims.load_registry(path)

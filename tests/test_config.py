@@ -76,12 +76,53 @@ def test_real_params_hold_the_published_settings():
         ),
         (lambda r: r["prepare"].update(moons={}), "prepare.moons = '...': names no registered experiment"),
         (lambda r: r["prepare"].pop("imdb"), "prepare.imdb = None: missing"),
+        (
+            lambda r: r["imdb"]["variants"]["weight_decay"]["optimizer"].update(weight_decay=-0.002),
+            "imdb.variants.weight_decay.optimizer.weight_decay = -0.002: must be 0 (off) or a positive decay factor",
+        ),
+        (
+            lambda r: r["imdb"]["variants"]["l1"].update(l1=-1.0),
+            "imdb.variants.l1.l1 = -1.0: must be 0 (off) or a positive L1 factor",
+        ),
+        (
+            lambda r: r["sonar"]["variants"]["dropout_tips"]["optimizer"]["decay"].update(kind="cosine"),
+            "dropout_tips.optimizer.decay.kind = 'cosine': must be one of ['inverse_time', 'exponential']",
+        ),
+        (
+            lambda r: r["sonar"]["variants"]["dropout_tips"]["optimizer"]["decay"].update(steps=0),
+            "optimizer.decay.steps = 0: must be a positive number of optimizer steps",
+        ),
+        (
+            lambda r: r["sonar"]["variants"]["dropout_tips"]["optimizer"]["decay"].update(kind="exponential"),
+            "rate = 9.0 every 3600 steps, so it must lie in (0, 1) to decay",
+        ),
+        (
+            lambda r: r["sonar"]["variants"]["dropout_tips"]["optimizer"]["decay"].update(period=3),
+            "optimizer.decay.period = 3: unknown key; allowed keys here: ['kind', 'rate', 'steps']",
+        ),
     ],
 )
 def test_bad_values_name_the_key_path(change, expected):
     with pytest.raises(ParamsError) as error:
         parse_with(change)
     assert expected in str(error.value)
+
+
+def test_new_settings_reach_the_variants_and_the_manifest():
+    from regbench.schema import flatten, to_plain
+
+    params = config.parse(real_params())
+    tips = params.experiments["sonar"].variants["dropout_tips"].members[0].params
+    assert tips.optimizer.decay == config.DecayParams("inverse_time", 9.0, 3600)
+    assert tips.max_norm == 4.0 and tips.hidden_dropout == 0.2 and tips.optimizer.momentum == 0.9
+    imdb = params.experiments["imdb"].variants
+    assert imdb["weight_decay"].members[0].params.optimizer.weight_decay == 0.002
+    assert imdb["weight_decay"].members[0].params.optimizer.name == "rmsprop"
+    assert imdb["l1_l2"].members[0].params.l1 == imdb["l1_l2"].members[0].params.l2 == 0.001
+    # What the manifest and MLflow record of a variant (train.py, schedule.py): every setting, flattened.
+    flat = flatten(to_plain(tips))
+    assert flat["optimizer.decay.kind"] == "inverse_time" and flat["optimizer.weight_decay"] == 0.0
+    assert flatten(to_plain(imdb["l1"].members[0].params))["l1"] == 0.001
 
 
 def test_missing_required_key_is_reported():

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 from html.parser import HTMLParser
 
+import numpy as np
 import pytest
 import yaml
 
@@ -37,7 +38,8 @@ def workdir(tmp_path_factory, mirror):
     """A working copy with circles prepared and trained (3 repeats x 6 epochs) through the stages' main()."""
     directory = tmp_path_factory.mktemp("work")
     raw = shrunk_params(mirror, {"circles": CIRCLES}, epochs=6, seeds=(0, 1, 2))
-    raw["circles"]["variants"]["dropout_grid"]["grid"]["hidden_dropout"] = [0.0, 0.5]
+    # The members the grid-member claims compare (rate 0.1 vs 0.0, 0.8 vs 0.4), and no more: a quick grid.
+    raw["circles"]["variants"]["dropout_grid"]["grid"]["hidden_dropout"] = [0.0, 0.1, 0.4, 0.8]
     (directory / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     shutil.copy(REPO_ROOT / "claims.yaml", directory / "claims.yaml")
     with pytest.MonkeyPatch.context() as patch:
@@ -62,7 +64,10 @@ def test_claims_json_is_small_and_holds_every_verdict(workdir):
     assert metrics["claims"]["imdb.bigger_noisier"]["verdict"] == "not run"
     assert metrics["summary"]["tested"] == len(circles) and metrics["summary"]["claims"] == len(declared)
     # The new statistics travel with every verdict, so `dvc metrics diff` shows them too.
-    for row in circles.values():
+    for claim_id, row in circles.items():
+        if claim_id == "circles.rate_too_low_no_effect":  # a sameness claim: TOST against its margin
+            assert row["method"].startswith("TOST") and row["margin"] == 0.03 and 0 <= row["p_equivalence"] <= 1
+            continue
         assert row["method"] in ("Student t", "exact sign-flip (no spread: t undefined)") and row["decided_by"]
         assert 0 <= row["p_value"] <= 1 and "p_holm" in row and "smallest_effect" in row
     # With 3 repeats no claim can be family-wise significant by the exact test: the summary says so in words.
@@ -142,3 +147,45 @@ def test_report_renders_in_chromium_with_verdict_badges_and_every_figure(workdir
     assert len(figures) == 3 and dom.count('<img src="data:image/png;base64,') == len(figures)
     alts = set(re.findall(r'<img [^>]*alt="([^"]+)"', dom))
     assert alts == {"circles learning curves", "circles published vs measured", "circles dropout_grid"}
+
+
+def test_the_report_explains_weight_decay_against_l2_and_shows_both_pairs_side_by_side(tmp_path):
+    """Hand-made imdb records: the SGD pair equal until epoch 3, the RMSprop pair apart from the start."""
+    from regbench import config, records, report
+    from tests.conftest import real_params
+
+    params = config.parse(real_params())
+    results_dir = tmp_path / "results"
+    base = np.array([0.6, 0.45, 0.4, 0.42, 0.45])
+
+    def stage(variant, data_loss, penalty, jitter=0.0):
+        runs = []
+        for repeat in range(5):
+            loss = data_loss + 0.001 * repeat + np.array([0, 0, 0, 0, jitter * (repeat % 3)])
+            record = {"member": variant, "grid_value": None, "repeat": repeat, "seed": repeat, "fold": None}
+            record.update(status="ok", diverged_epoch=None, epochs=5, seconds=0.0, mlflow_run_id=None)
+            curves = {m: np.full(5, 0.5) for m in claims.EPOCH_METRICS}
+            curves.update(val_loss=loss + penalty, reg_loss=np.full(5, penalty))
+            runs.append(records.Run(variant, repeat, None, "ok", curves, {}, None, repeat, record))
+        directory = results_dir / f"imdb-{variant}"
+        directory.mkdir(parents=True)
+        records.write(directory, runs)
+        (directory / "manifest.json").write_text(json.dumps({"data_manifest": {}}))
+
+    stage("l2_sgd", base, 0.05)
+    stage("weight_decay_sgd", base + np.array([0, 0, 0, 2e-4, 3e-4]), 0.0, jitter=1e-4)
+    stage("l2", base, 0.06)
+    stage("weight_decay", base + 0.3, 0.0, jitter=0.01)
+    evaluation = claims.evaluate(claims.load_registry(REPO_ROOT / "claims.yaml"), params, results_dir)
+    assert evaluation["claims"]["imdb.weight_decay_equals_l2_sgd"]["verdict"] == "reproduced"
+    assert evaluation["claims"]["imdb.weight_decay_equals_l2"]["verdict"] == "refuted"
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    results = report.ExperimentResults(params, "imdb", results_dir)
+    lines, drawn = report.weight_decay_section(results, params, evaluation, figures)
+    text = "\n".join(lines)
+    assert "rescales the penalty's gradient per weight" in text and "d = 2λ" in text
+    assert "weight_decay 0.002) against `l2_sgd` (sgd, L2 0.001; 2λ = 0.002)" in text
+    # Same-seed parting: the SGD pair first differs beyond 1e-4 at epoch 4, the RMSprop pair at epoch 1.
+    assert "repeat 0: epoch 4 (largest 0.0003)" in text and "repeat 0: epoch 1 (largest 0.3)" in text
+    assert drawn == ["imdb_weight_decay_vs_l2.png"] and (figures / drawn[0]).stat().st_size > 10_000

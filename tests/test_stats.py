@@ -130,3 +130,38 @@ def test_improvement_share_uses_the_clopper_pearson_interval():
     assert share["share"] == 0.6 and share["count"] == 3
     exact = scipy_stats.beta.ppf([0.025, 0.975], [3, 4], [3, 2])
     assert (share["low"], share["high"]) == pytest.approx(tuple(exact))
+
+
+@pytest.mark.parametrize("repeats", [3, 5, 10])
+@pytest.mark.parametrize("name", CALIBRATED)
+def test_sameness_has_its_nominal_error_rates_on_the_margin_and_inside_it(repeats, name):
+    """Equivalence (TOST against ±margin): a true difference on the margin's edge is called 'the same' at
+    most at alpha; a true difference of zero is called 'different' (refuted) at most at alpha."""
+    rng = np.random.default_rng([repeats, len(name)])
+    noise = stats.NULLS[name](rng, (DRAWS, repeats))
+    scale = noise.std()
+    margin = 0.8 * scale
+    for edge in (margin, -margin):
+        on_edge = stats.decide_equivalence(noise + edge, margin, CONFIDENCE)
+        assert np.mean(on_edge.verdict == "reproduced") <= upper_bound(ALPHA), (repeats, name, edge)
+    none = stats.decide_equivalence(noise, margin, CONFIDENCE)
+    assert np.mean(none.verdict == "refuted") <= upper_bound(ALPHA), (repeats, name)
+    # And it has power: at 10 repeats a zero difference is mostly shown to be inside a margin of 1.5 sd
+    # (the interval's half-width is about 2.26 / sqrt(10) = 0.72 sd).
+    if repeats == 10:
+        assert np.mean(stats.decide_equivalence(noise, 1.5 * scale, CONFIDENCE).verdict == "reproduced") > 0.8
+
+
+@pytest.mark.parametrize("repeats", [3, 5, 10])
+def test_an_interaction_without_effect_is_falsely_reproduced_at_most_at_alpha(repeats):
+    """A difference of paired differences: four variants with their own seed effects and no interaction."""
+    rng = np.random.default_rng(repeats)
+    seed_effect = rng.normal(0, 1, (DRAWS, repeats))  # shared by all four variants of a seed: cancels
+    a, b, c, d = (seed_effect + rng.normal(0, 0.5, (DRAWS, repeats)) for _ in range(4))
+    gain = 0.3  # the same gain on both networks
+    interaction = (a + gain - b) - (c + gain - d)
+    for direction in ("greater", "less"):
+        decision = stats.decide_directional(interaction, 0.0, direction, 0.0, CONFIDENCE)
+        assert np.mean(decision.verdict == "reproduced") <= upper_bound(ALPHA), (repeats, direction)
+    with_effect = stats.decide_directional(interaction + 1.5, 0.0, "greater", 0.0, CONFIDENCE)
+    assert np.mean(with_effect.verdict == "reproduced") > (0.5 if repeats >= 5 else 0.1)

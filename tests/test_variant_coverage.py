@@ -29,10 +29,13 @@ COMPARED = {
     "optimizer.name": "adam",
     "optimizer.learning_rate": 0.2,
     "optimizer.momentum": 0.3,
+    "optimizer.weight_decay": 0.05,
+    "optimizer.decay": config.DecayParams("inverse_time", 0.5, 3),
     "loss": "categorical_crossentropy",
     "epochs": 6,
     "batch_size": 5,
     "l2": 0.01,
+    "l1": 0.01,
     "max_norm": 0.3,
 }
 # Honoured by both engines in distribution only: dropout masks and shuffled row orders come from other
