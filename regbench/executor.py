@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from regbench import provenance
 from regbench.config import Params, VariantParams
 from regbench.schedule import RunSpec, make_job, train_single
 from regbench.stacked import plan_parts, train_jobs, unsupported
@@ -103,7 +104,9 @@ def train_unit(
         trainer = make_trainer(engine, jobs[0].params, input_dim, output_dim, sparse, chunk_seconds)
         for index, job in enumerate(jobs):
             results[index] = train_single(trainer, job, None)
-    return {"results": results, "node": ray.get_runtime_context().get_node_id(), "host": os.uname().nodename}
+    node = ray.get_runtime_context().get_node_id()
+    # The CPU and its float settings: runs agree bit for bit only across nodes where these agree.
+    return {"results": results, "node": node, "host": os.uname().nodename, "machine": provenance.machine()}
 
 
 @contextlib.contextmanager
@@ -165,6 +168,7 @@ def train_on_ray(params: Params, specs: list[RunSpec], data, collector, progress
             pending[ref] = number
         progress.begin(f"{len(units)} Ray tasks", 1, 0)
         placement: list[dict[str, Any]] = [{} for _ in units]
+        machines: dict[str, Any] = {}
         started = time.perf_counter()
         try:
             while pending:
@@ -176,7 +180,8 @@ def train_on_ray(params: Params, specs: list[RunSpec], data, collector, progress
                         answer = ray.get(ref)
                     except ray.exceptions.RayError as error:
                         raise RuntimeError(_failure(stage, specs, unit, error, settings.ray.max_retries)) from error
-                    placement[number] = {"runs": len(unit.indices), "node": answer["node"], "host": answer["host"]}
+                    placement[number] = {"runs": len(unit.indices), **{k: answer[k] for k in ("node", "host")}}
+                    machines.setdefault(answer["node"], answer["machine"])
                     for index, (history, evaluations) in zip(unit.indices, answer["results"], strict=True):
                         collector.done(index, history, evaluations)
         finally:
@@ -196,6 +201,7 @@ def train_on_ray(params: Params, specs: list[RunSpec], data, collector, progress
             "max_retries": settings.ray.max_retries,
             "tasks": placement,
             "nodes": nodes,
+            "machines": machines,
             "wall_seconds": seconds,
         }
 

@@ -98,7 +98,7 @@ class LoopbackCluster:
         return list(found.values())
 
     def running_task(self, group: int, name: str) -> bool:
-        """Whether a worker of this node runs task ``name`` now (Ray titles the process ``ray::<name>``)."""
+        """Whether a worker of this node runs a task named ``name...`` now (Ray titles its process ``ray::<name>``)."""
         for process in self.processes(group):
             try:
                 if " ".join(process.cmdline()).startswith(f"ray::{name}"):

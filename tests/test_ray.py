@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -20,7 +21,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from tests.conftest import copy_repo, dvc, shrunk_params, write_params
+from tests.conftest import copy_repo, dvc, shrunk_params, stage_process, write_params
 from tests.ray_cluster import LoopbackCluster, namespace_unavailable
 
 pytestmark = pytest.mark.pipeline
@@ -28,7 +29,7 @@ pytestmark = pytest.mark.pipeline
 # imdb-original: sparse inputs, one task per run.
 STAGES = ["circles-dropout", "imdb-original"]
 # Long enough for the kill to land while the worker node trains (imdb, per-run tasks).
-LONG_EPOCHS = 1500
+LONG_EPOCHS = 2000
 
 
 def set_params(repo: Path, change) -> None:
@@ -93,14 +94,27 @@ def test_a_stage_on_two_ray_nodes_is_byte_identical_to_local(repo, cluster):
     assert len({task["node"] for r in records.values() for task in r["tasks"]}) == 2  # both nodes trained
 
 
+def _wait_for_a_task(cluster: LoopbackCluster, process: subprocess.Popen, nodes: list[int]) -> None:
+    deadline = time.monotonic() + 240
+    while not any(cluster.running_task(node, "regbench train@") for node in nodes):
+        assert process.poll() is None, process.communicate()[0].decode()
+        assert time.monotonic() < deadline, "no task ever ran"
+        time.sleep(0.1)
+
+
 def _kill_worker_while_it_trains(cluster: LoopbackCluster, process: subprocess.Popen) -> None:
     worker = cluster.nodes[-1]
-    deadline = time.monotonic() + 240
-    while not cluster.running_task(worker, "train_unit"):
-        assert process.poll() is None, process.communicate()[0].decode()
-        assert time.monotonic() < deadline, "no task ever ran on the worker node"
-        time.sleep(0.1)
+    _wait_for_a_task(cluster, process, [worker])
     cluster.kill_node(worker)
+
+
+def _last_stage_runs(repo: Path, experiment: str):
+    """The parent MLflow run of the latest stage of ``experiment`` and its child runs."""
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    experiment_id = client.get_experiment_by_name(f"regbench/{experiment}").experiment_id
+    runs = client.search_runs([experiment_id], order_by=["attributes.start_time DESC"])
+    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
+    return parent, [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
 
 
 def test_the_worker_node_killed_mid_stage_the_stage_completes_on_the_head(repo, cluster):
@@ -133,11 +147,27 @@ def test_with_no_retries_a_lost_node_fails_the_stage_clearly_and_writes_nothing(
     assert "its worker or node died and 0 retries" in output, output
     assert not (repo / "results/train" / stage).exists()
     assert not list((repo / "results/train").glob(f".{stage}.*"))
-    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("regbench/imdb").experiment_id
-    runs = client.search_runs([experiment], order_by=["attributes.start_time DESC"])
-    parent = next(r for r in runs if "mlflow.parentRunId" not in r.data.tags)
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    parent, children = _last_stage_runs(repo, "imdb")
     assert parent.info.status == "FAILED"
     assert len(children) == 2 and {r.info.status for r in children} <= {"FAILED", "FINISHED"}
     assert "FAILED" in {r.info.status for r in children}
+
+
+def test_ctrl_c_cancels_the_outstanding_tasks(repo, cluster):
+    stage = "imdb-original"
+    set_params(repo, lambda raw: raw["train"].update(executor="ray", ray={"max_retries": 3}))
+    process = repro(cluster, repo, stage)
+    _wait_for_a_task(cluster, process, cluster.nodes)
+    driver = stage_process(process, stage)
+    assert driver is not None
+    driver.send_signal(signal.SIGINT)
+    output = process.communicate(timeout=120)[0].decode()
+    assert process.returncode != 0, output
+    deadline = time.monotonic() + 30
+    while any(cluster.running_task(node, "regbench train@") for node in cluster.nodes):
+        assert time.monotonic() < deadline, "a Ray task trained on after Ctrl-C"
+        time.sleep(0.2)
+    parent, children = _last_stage_runs(repo, "imdb")
+    assert parent.info.status == "KILLED"
+    assert len(children) == 2 and {r.info.status for r in children} == {"KILLED"}
+    assert not (repo / "results/train" / stage).exists()
