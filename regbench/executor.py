@@ -112,7 +112,13 @@ def train_unit(
 @contextlib.contextmanager
 def ray_session() -> Iterator[Any]:
     """Attach to the cluster at RAY_ADDRESS, or start a local Ray instance for this stage (shut down after)."""
-    import ray
+    try:
+        import ray
+    except ImportError as error:
+        raise RuntimeError(
+            "params.yaml: train.executor = 'ray' needs Ray, which is not installed here: "
+            "pip install -r requirements.lock (or pip install -e '.[ray]'), or set train.executor: local"
+        ) from error
 
     import regbench
 
@@ -126,7 +132,13 @@ def ray_session() -> Iterator[Any]:
         options: dict[str, Any] = {"address": address, "runtime_env": runtime_env, "log_to_driver": True}
         if address is None:
             options["include_dashboard"] = False
-        ray.init(**options)
+        try:
+            ray.init(**options)
+        except ConnectionError as error:
+            raise RuntimeError(
+                f"could not attach to the Ray cluster at RAY_ADDRESS={address}: {error}. Start its head node "
+                "(ray start --head) or unset RAY_ADDRESS to train on a Ray instance started for the stage"
+            ) from error
     try:
         yield ray
     finally:
@@ -172,7 +184,7 @@ def train_on_ray(params: Params, specs: list[RunSpec], data, collector, progress
         started = time.perf_counter()
         try:
             while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_SECONDS)
+                ready, _ = _wait(ray, list(pending))
                 for ref in ready:
                     number = pending.pop(ref)
                     unit = units[number]
@@ -204,6 +216,22 @@ def train_on_ray(params: Params, specs: list[RunSpec], data, collector, progress
             "machines": machines,
             "wall_seconds": seconds,
         }
+
+
+def _wait(ray, refs: list) -> tuple[list, list]:
+    """``ray.wait`` for one finished task, at most ``WAIT_SECONDS``; an interruption surfaces as itself.
+
+    A signal handler's exception (the stage's StageKilled on SIGTERM/SIGINT) raised while Ray's compiled
+    wait checks for signals comes out as a SystemError caused by it: re-raise the interruption, so the
+    stage ends KILLED, not FAILED.
+    """
+    try:
+        return ray.wait(refs, num_returns=1, timeout=WAIT_SECONDS)
+    except SystemError as error:
+        interruption = error.__cause__ or error.__context__
+        if isinstance(interruption, BaseException) and not isinstance(interruption, Exception):
+            raise interruption from None
+        raise
 
 
 def _failure(stage: str, specs: list[RunSpec], unit: Unit, error: Exception, retries: int) -> str:

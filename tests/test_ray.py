@@ -156,6 +156,9 @@ def test_with_no_retries_a_lost_node_fails_the_stage_clearly_and_writes_nothing(
 def test_ctrl_c_cancels_the_outstanding_tasks(repo, cluster):
     stage = "imdb-original"
     set_params(repo, lambda raw: raw["train"].update(executor="ray", ray={"max_retries": 3}))
+    set_params(repo, lambda raw: raw["imdb"]["defaults"].update(epochs=LONG_EPOCHS))
+    output_dir = repo / "results/train" / stage
+    before = histories(repo, stage) if output_dir.exists() else None
     process = repro(cluster, repo, stage)
     _wait_for_a_task(cluster, process, cluster.nodes)
     driver = stage_process(process, stage)
@@ -168,6 +171,7 @@ def test_ctrl_c_cancels_the_outstanding_tasks(repo, cluster):
         assert time.monotonic() < deadline, "a Ray task trained on after Ctrl-C"
         time.sleep(0.2)
     parent, children = _last_stage_runs(repo, "imdb")
-    assert parent.info.status == "KILLED"
+    assert parent.info.status == "KILLED", output
     assert len(children) == 2 and {r.info.status for r in children} == {"KILLED"}
-    assert not (repo / "results/train" / stage).exists()
+    assert (histories(repo, stage) if output_dir.exists() else None) == before  # the last good results stay
+    assert not list((repo / "results/train").glob(f".{stage}.*"))
