@@ -30,6 +30,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import signal
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -132,8 +134,14 @@ def ray_session() -> Iterator[Any]:
         options: dict[str, Any] = {"address": address, "runtime_env": runtime_env, "log_to_driver": True}
         if address is None:
             options["include_dashboard"] = False
+        # ray.init replaces the SIGTERM handler (ray.init docs); the stage's own handler (StageKilled: runs
+        # closed KILLED, tasks cancelled) is put back. Only the main thread can set handlers.
+        main_thread = threading.current_thread() is threading.main_thread()
+        stage_handler = signal.getsignal(signal.SIGTERM) if main_thread else None
         try:
             ray.init(**options)
+            if main_thread and stage_handler is not None:
+                signal.signal(signal.SIGTERM, stage_handler)
         except ConnectionError as error:
             raise RuntimeError(
                 f"could not attach to the Ray cluster at RAY_ADDRESS={address}: {error}. Start its head node "

@@ -153,7 +153,9 @@ def test_with_no_retries_a_lost_node_fails_the_stage_clearly_and_writes_nothing(
     assert "FAILED" in {r.info.status for r in children}
 
 
-def test_ctrl_c_cancels_the_outstanding_tasks(repo, cluster):
+def test_sigterm_or_ctrl_c_cancels_the_outstanding_tasks(repo, cluster):
+    # SIGTERM (what `kill` and DVC's queue send): ray.init replaces its handler, so this is the signal that needs
+    # the stage's handler put back; Ctrl-C (SIGINT) reaches the same handler (tracking.killed_on_signal).
     stage = "imdb-original"
     set_params(repo, lambda raw: raw["train"].update(executor="ray", ray={"max_retries": 3}))
     set_params(repo, lambda raw: raw["imdb"]["defaults"].update(epochs=LONG_EPOCHS))
@@ -163,7 +165,7 @@ def test_ctrl_c_cancels_the_outstanding_tasks(repo, cluster):
     _wait_for_a_task(cluster, process, cluster.nodes)
     driver = stage_process(process, stage)
     assert driver is not None
-    driver.send_signal(signal.SIGINT)
+    driver.send_signal(signal.SIGTERM)
     output = process.communicate(timeout=120)[0].decode()
     assert process.returncode != 0, output
     deadline = time.monotonic() + 30
