@@ -204,6 +204,18 @@ def train_on_ray(params: Params, specs: list[RunSpec], data, collector, progress
                     machines.setdefault(answer["node"], answer["machine"])
                     for index, (history, evaluations) in zip(unit.indices, answer["results"], strict=True):
                         collector.done(index, history, evaluations)
+                    # One line per task: a stage on a cluster runs for long without the local epoch line.
+                    log.info(
+                        "%s: task %d/%d done (%d runs) on %s, %d/%d runs back after %.0fs",
+                        stage,
+                        len(units) - len(pending),
+                        len(units),
+                        len(unit.indices),
+                        answer["host"],
+                        len(collector.results),
+                        len(specs),
+                        time.perf_counter() - started,
+                    )
         finally:
             # Whatever ended the loop (a failed task, Ctrl-C, SIGTERM): no task trains on for nothing.
             for ref in pending:
