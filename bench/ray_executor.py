@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -115,6 +116,7 @@ def main() -> None:
             record(stage, "ray-2-nodes", None, cluster)
     finally:
         cluster.stop()
+        shutil.rmtree(work, ignore_errors=True)
     args.out.write_text(json.dumps(rows, indent=1) + "\n")
 
 
