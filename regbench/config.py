@@ -289,6 +289,19 @@ class RunRef:
 
 
 @dataclass(frozen=True)
+class RayParams:
+    """How the ``ray`` executor sends runs to a Ray cluster (regbench/executor.py)."""
+
+    # Ray retries a task whose worker process or node died this many times (on any node); an error
+    # raised by the training code itself is never retried: it would fail the same way again.
+    max_retries: int = check(lambda v: v >= 0, "must be 0 or a positive integer", default=3)
+    # Declared per task: Ray starts a task only where these are free.
+    task_cpus: float = check(positive, "must be a positive number of CPUs", default=1.0)
+    # null: one GPU per task when the cluster has GPUs, none otherwise.
+    task_gpus: float | None = check(lambda v: v is None or v >= 0, "must be 0 or more, or null", default=None)
+
+
+@dataclass(frozen=True)
 class TrainParams:
     runs: Mapping[str, RunRef]
     engine: Literal["compiled", "fit"] = "compiled"
@@ -304,6 +317,10 @@ class TrainParams:
     # The stacked engine splits each group of runs into this many parts and trains them side by side,
     # one per core. Each part draws its own dropout masks, so this is part of what defines a result.
     stack_parts: int = check(positive_int, "must be a positive integer", default=2)
+    # local: this process trains every run. ray: each stacked part (or run) is a Ray task, on the
+    # cluster at RAY_ADDRESS or a local Ray instance; the results are the same either way.
+    executor: Literal["local", "ray"] = "local"
+    ray: RayParams = field(default_factory=RayParams)
 
 
 @dataclass(frozen=True)

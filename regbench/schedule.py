@@ -108,13 +108,29 @@ def run_specs(params: Params, experiment: ExperimentParams, members: list[Member
     for member in members:
         for repeat, seed in enumerate(experiment.seeds):
             for fold in folds:
-                fit_data, test = split(data, member.params, fold, params.train.max_train_samples, seed)
                 label = f"{member.label} repeat {repeat + 1}/{len(experiment.seeds)}" + (
                     f" fold {fold + 1}/{len(folds)}" if fold is not None else ""
                 )
-                job = Job(fit_data, run_seed(seed, fold), member.params, test)
+                job = make_job(data, member.params, seed, fold, params.train.max_train_samples)
                 specs.append(RunSpec(member, repeat, seed, fold, label, job))
     return specs
+
+
+def make_job(data, params: VariantParams, seed: int, fold: int | None, max_train_samples: int | None) -> Job:
+    """One run's job: its rows of the prepared data, its seed and settings (a Ray worker rebuilds it the same way)."""
+    fit_data, test = split(data, params, fold, max_train_samples, seed)
+    return Job(fit_data, run_seed(seed, fold), params, test)
+
+
+def train_single(trainer, job: Job, progress: Progress | None):
+    """Train one run with a per-run trainer; its history and, when it did not diverge, its evaluations."""
+    history = trainer.train(job.data, job.seed, progress)
+    evaluations = {}
+    if history.status == "ok":
+        for prefix, arrays in evaluation_sets(job).items():
+            metrics = trainer.final_metrics(*arrays)
+            evaluations.update({f"{prefix}_{k}": v for k, v in metrics.items()})
+    return history, evaluations
 
 
 class _Collector:
@@ -148,12 +164,30 @@ class _Collector:
 
 
 def train_all(
-    params: Params, specs: list[RunSpec], data, children: ChildRuns, progress: Progress, stage: str
+    params: Params,
+    specs: list[RunSpec],
+    data,
+    children: ChildRuns,
+    progress: Progress,
+    stage: str,
+    executor_record: dict[str, Any] | None = None,
 ) -> list[RunResult]:
-    """Train every run with the engine ``params.train.engine`` names; results in ``specs`` order."""
+    """Train every run with the engine ``params.train.engine`` names; results in ``specs`` order.
+
+    ``executor_record`` (when given) receives what the executor reports about where the runs trained.
+    """
     collector = _Collector(specs, children, progress, stage)
     try:
-        _dispatch(params, specs, data, collector, progress, stage)
+        if params.train.executor == "ray":
+            # Imported here: Ray is only loaded by stages that use it.
+            from regbench.executor import train_on_ray
+
+            record = train_on_ray(params, specs, data, collector, progress, stage)
+        else:
+            _dispatch(params, specs, data, collector, progress, stage)
+            record = {"kind": "local"}
+        if executor_record is not None:
+            executor_record.update(record)
     except BaseException as error:
         children.abort(error)
         raise
@@ -197,10 +231,5 @@ def _dispatch(params: Params, specs: list[RunSpec], data, collector: _Collector,
             )
         progress.begin(spec.label, spec.job.params.epochs)
         collector.open(index)
-        history = trainer.train(spec.job.data, spec.job.seed, progress)
-        evaluations = {}
-        if history.status == "ok":
-            for prefix, arrays in evaluation_sets(spec.job).items():
-                metrics = trainer.final_metrics(*arrays)
-                evaluations.update({f"{prefix}_{k}": v for k, v in metrics.items()})
+        history, evaluations = train_single(trainer, spec.job, progress)
         collector.done(index, history, evaluations)

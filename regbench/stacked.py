@@ -394,14 +394,7 @@ def train_jobs(
     gives the progress callback, which the first part reports to on behalf of all. A run's
     ``History.seconds`` is its share of the wall time of training all of them.
     """
-    groups: dict[tuple, list[int]] = {}
-    for index, job in enumerate(jobs):
-        groups.setdefault(group_key(job), []).append(index)
-    split = [
-        list(part)
-        for indices in groups.values()
-        for part in np.array_split(indices, max(1, min(parts, len(indices) // MIN_RUNS_PER_PART)))
-    ]
+    split = plan_parts(jobs, parts)
     largest = max(len(part) for part in split)
     if len(split) > 1 or _step_flops(jobs[0].params, input_dim, output_dim, largest) < SMALL_STEP_FLOPS:
         _one_thread_per_op()
@@ -440,6 +433,23 @@ def train_jobs(
         for index, history, evaluation in zip(indices, histories, evaluations, strict=True):
             history.seconds = seconds
             on_done(index, history, evaluation)
+
+
+def plan_parts(jobs: Sequence[Job], parts: int) -> list[list[int]]:
+    """The job indices of each stacked part: every group (``group_key``) split into up to ``parts``
+    contiguous parts of at least ``MIN_RUNS_PER_PART`` runs.
+
+    The one place that decides the stacking: the Ray executor sends exactly these parts as tasks,
+    so a part trained there draws the same dropout masks as the same part trained here.
+    """
+    groups: dict[tuple, list[int]] = {}
+    for index, job in enumerate(jobs):
+        groups.setdefault(group_key(job), []).append(index)
+    return [
+        [int(i) for i in part]
+        for indices in groups.values()
+        for part in np.array_split(indices, max(1, min(parts, len(indices) // MIN_RUNS_PER_PART)))
+    ]
 
 
 def _side_by_side(trainers, progress: ProgressFn | None, threads: int) -> list[list[History]]:

@@ -58,8 +58,9 @@ def train(params: Params, run_name: str, out_dir: Path, tracker: Tracker | None 
         parent = start_stage_run(tracker, run_name, context, variant.name, settings)
     specs = run_specs(params, experiment, members, data, folds)
     children = ChildRuns(tracker, parent, context, params.train.mlflow_max_steps)
+    executor: dict[str, Any] = {}
     try:
-        results = train_all(params, specs, data, children, progress, stage)
+        results = train_all(params, specs, data, children, progress, stage, executor)
     finally:
         progress.close()
     runs = records.to_runs(results)
@@ -72,6 +73,8 @@ def train(params: Params, run_name: str, out_dir: Path, tracker: Tracker | None 
     seconds = round(sum(r.history.seconds for r in results), 2)
     experiment_id = tracker.experiment_id if tracker is not None else None
     manifest = _manifest(params, experiment, variant, members, data, context, parent, experiment_id, seconds)
+    # Where the runs trained (the Ray tasks and their nodes); the results do not depend on it.
+    manifest["executor"] = executor
     write_json(out_dir / MANIFEST, manifest)
     if tracker is not None and parent is not None:
         # The parent run stays RUNNING: the stage ends it FINISHED once these outputs are in place.

@@ -13,6 +13,7 @@ import tarfile
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import yaml
 
@@ -168,3 +169,18 @@ def git(repo: Path, *args: str) -> str:
     """git in ``repo`` with a commit identity (a test machine may have none); its output."""
     command = ["git", "-c", "user.name=test", "-c", "user.email=test@localhost", *args]
     return subprocess.run(command, cwd=repo, capture_output=True, text=True, check=True).stdout
+
+
+def stage_process(dvc_process: subprocess.Popen, stage: str) -> psutil.Process | None:
+    """The Python process training ``stage``, not the shell DVC may run it through.
+
+    Killing ``sh -c "python -m stages.train ..."`` instead would leave Python training on as an orphan, which
+    then finishes its MLflow runs: that is what a CI machine whose shell does not exec showed.
+    """
+    for child in psutil.Process(dvc_process.pid).children(recursive=True):
+        try:
+            if child.cmdline()[-3:] == ["-m", "stages.train", stage]:
+                return child
+        except psutil.NoSuchProcess:
+            continue
+    return None

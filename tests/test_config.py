@@ -53,6 +53,10 @@ def test_real_params_hold_the_published_settings():
             "imdb.defaults.optimizer.name = 'adagrad': must be one of",
         ),
         (lambda r: r["train"].update(engine="turbo"), "train.engine = 'turbo': must be one of ['compiled', 'fit']"),
+        (lambda r: r["train"].update(executor="dask"), "train.executor = 'dask': must be one of ['local', 'ray']"),
+        (lambda r: r["train"]["ray"].update(max_retries=-1), "train.ray.max_retries = -1: must be 0 or a positive"),
+        (lambda r: r["train"]["ray"].update(task_cpus=0), "train.ray.task_cpus = 0: must be a positive number"),
+        (lambda r: r["train"]["ray"].update(task_gpu=1), "train.ray.task_gpu = 1: unknown key"),
         (
             lambda r: r["fetch"]["datasets"]["sonar"]["sources"]["uci"].update(digest="abc"),
             "digest = 'abc': must be 64 lowercase hex",

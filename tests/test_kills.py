@@ -11,12 +11,11 @@ import sys
 import time
 from pathlib import Path
 
-import psutil
 import pytest
 import yaml
 from mlflow import MlflowClient
 
-from tests.conftest import copy_repo, dvc, dvc_env, shrunk_params, write_params
+from tests.conftest import copy_repo, dvc, dvc_env, shrunk_params, stage_process, write_params
 
 pytestmark = pytest.mark.pipeline
 RUNS = {"circles": ["overfit"], "sonar": ["baseline"]}
@@ -89,21 +88,6 @@ def _set(data: dict, keys: list[str], value) -> None:
     data[keys[-1]] = value
 
 
-def _stage_process(dvc_process: subprocess.Popen, stage: str) -> psutil.Process | None:
-    """The Python process training ``stage``, not the shell DVC may run it through.
-
-    Killing ``sh -c "python -m stages.train ..."`` instead would leave Python training on as an orphan, which
-    then finishes its MLflow runs: that is what a CI machine whose shell does not exec showed.
-    """
-    for child in psutil.Process(dvc_process.pid).children(recursive=True):
-        try:
-            if child.cmdline()[-3:] == ["-m", "stages.train", stage]:
-                return child
-        except psutil.NoSuchProcess:
-            continue
-    return None
-
-
 def test_sigkill_while_training_leaves_nothing_behind_after_the_rerun(repo):
     # Long enough to be caught training; a changed param makes DVC rerun the stage.
     edit_yaml(repo / "params.yaml", lambda raw: raw["circles"]["variants"]["overfit"].update(epochs=3000))
@@ -123,7 +107,7 @@ def test_sigkill_while_training_leaves_nothing_behind_after_the_rerun(repo):
         while not client.search_runs([experiment], filter_string=running):
             assert process.poll() is None and time.monotonic() < deadline, "the stage never started training"
             time.sleep(0.2)
-        stage = _stage_process(process, "circles-overfit")
+        stage = stage_process(process, "circles-overfit")
         assert stage is not None
         stage.send_signal(signal.SIGKILL)
         assert process.wait(timeout=60) != 0
