@@ -300,6 +300,27 @@ class ClaimsParams:
 
 
 @dataclass(frozen=True)
+class DecideParams:
+    """Adaptive repeats (``./run.sh decide``) and the sequential verdicts they need (regbench/stats.py)."""
+
+    # true: the claims stage judges each claim at the looks start, start + batch, ..., max_repeats with
+    # alpha spent over them (valid however often the decide loop looks); false: one look at full alpha.
+    sequential: bool = False
+    start: int = check(lambda v: v >= 2, "must be 2 or more (a t interval needs two repeats)", default=5)
+    batch: int = check(positive_int, "must be a positive integer", default=5)
+    max_repeats: int = check(lambda v: v >= 2, "must be 2 or more", default=20)
+    spending: Literal["pocock", "obrien-fleming", "linear"] = "pocock"
+    # The decide command stops before a round that would exceed either budget (null: no limit).
+    # Runs: one variant trained on one seed (its CV folds and grid members count as one).
+    budget_runs: int | None = check(positive_int, "must be a positive integer or null", default=None)
+    budget_seconds: float | None = check(positive, "must be positive or null", default=None)
+
+    def __post_init__(self) -> None:
+        if self.start > self.max_repeats:
+            raise ValueError(f"start ({self.start}) must not exceed max_repeats ({self.max_repeats})")
+
+
+@dataclass(frozen=True)
 class ReportParams:
     title: str = "regbench: do the tutorials' regularization claims reproduce?"
     max_curve_points: int = check(lambda v: v >= 10, "must be 10 or more", default=400)
@@ -314,6 +335,8 @@ class Params:
     claims: ClaimsParams
     report: ReportParams
     experiments: Mapping[str, ExperimentParams] = field(default_factory=dict)
+    # Optional section: a params.yaml without it gets one look per claim at full alpha.
+    decide: DecideParams = field(default_factory=DecideParams)
 
     def run(self, run_name: str) -> tuple[ExperimentParams, Variant]:
         if run_name not in self.train.runs:
@@ -328,13 +351,16 @@ def parse(raw: Any) -> Params:
     if not isinstance(raw, Mapping):
         fail("<root>", raw, "params.yaml must be a mapping of sections")
     registered = registry()
-    known = set(STAGE_SECTIONS) | set(registered)
+    known = set(STAGE_SECTIONS) | {"decide"} | set(registered)
     for key in raw:
         if key not in known:
             fail(key, "...", f"unknown section; sections are {sorted(known)}")
     stage_sections = {}
     for cls_field in dataclasses.fields(Params):
         if cls_field.name == "experiments":
+            continue
+        if cls_field.name == "decide":
+            stage_sections["decide"] = build(DecideParams, raw.get("decide", {}), "decide")
             continue
         if cls_field.name not in raw:
             fail(cls_field.name, None, "missing section")
