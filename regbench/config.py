@@ -167,6 +167,9 @@ class Variant:
     name: str
     members: tuple[Member, ...]
     grid_key: str | None = None
+    # <experiment>.variants.<variant>.seeds: this variant's own seeds (./run.sh decide grows them); None:
+    # the experiment's. Minimal form of issue 12's per-variant seeds (engineer A's branch owns the rest).
+    seeds: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -176,6 +179,10 @@ class ExperimentParams:
     seeds: tuple[int, ...]
     defaults: VariantParams
     variants: Mapping[str, Variant]
+
+    def seeds_of(self, variant: str) -> tuple[int, ...]:
+        """The seeds a variant trains: its own list, or the experiment's."""
+        return self.variants[variant].seeds or self.seeds
 
 
 def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -200,14 +207,7 @@ def _build_experiment(name: str, raw: Any) -> ExperimentParams:
             fail(f"{name}.{key}", None, "missing; this key is required")
     if raw["data"] not in registry():
         fail(f"{name}.data", raw["data"], f"must be one of {list(registry())}")
-    seeds = raw["seeds"]
-    if (
-        not isinstance(seeds, list)
-        or not seeds
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
-        or len(set(seeds)) != len(seeds)
-    ):
-        fail(f"{name}.seeds", seeds, "must be a non-empty list of distinct non-negative integers")
+    seeds = _seeds(f"{name}.seeds", raw["seeds"])
     defaults_raw = raw["defaults"]
     defaults = build(VariantParams, defaults_raw, f"{name}.defaults")
     variants_raw = raw["variants"]
@@ -221,14 +221,26 @@ def _build_experiment(name: str, raw: Any) -> ExperimentParams:
     return ExperimentParams(name=name, data=raw["data"], seeds=tuple(seeds), defaults=defaults, variants=variants)
 
 
+def _seeds(path: str, seeds: Any) -> tuple[int, ...]:
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+        or len(set(seeds)) != len(seeds)
+    ):
+        fail(path, seeds, "must be a non-empty list of distinct non-negative integers")
+    return tuple(seeds)
+
+
 def _build_variant(path: str, name: str, defaults_raw: Mapping, override: Any) -> Variant:
     if not isinstance(override, Mapping):
         fail(path, override, "must be a mapping of settings that override the defaults")
     override = dict(override)
+    seeds = _seeds(f"{path}.seeds", override.pop("seeds")) if "seeds" in override else None
     grid = override.pop("grid", None)
     if grid is None:
         params = build(VariantParams, _deep_merge(defaults_raw, override), path)
-        return Variant(name=name, members=(Member(label=name, params=params),))
+        return Variant(name=name, members=(Member(label=name, params=params),), seeds=seeds)
     if not isinstance(grid, Mapping) or len(grid) != 1:
         fail(f"{path}.grid", grid, "must map exactly one setting to a list of values")
     ((grid_key, values),) = grid.items()
@@ -246,7 +258,7 @@ def _build_variant(path: str, name: str, defaults_raw: Mapping, override: Any) -
             raise ParamsError(str(error).replace(f"{path}.{grid_key}", f"{path}.grid.{grid_key}[{i}]")) from None
         grid_setting = types.MappingProxyType({grid_key: float(value)})
         members.append(Member(label=f"{name}[{grid_key}={value}]", params=params, grid=grid_setting))
-    return Variant(name=name, members=tuple(members), grid_key=grid_key)
+    return Variant(name=name, members=tuple(members), grid_key=grid_key, seeds=seeds)
 
 
 # --- train, claims, report -------------------------------------------------

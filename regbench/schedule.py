@@ -103,13 +103,13 @@ class RunSpec:
     job: Job
 
 
-def run_specs(params: Params, experiment: ExperimentParams, members: list[Member], data, folds) -> list[RunSpec]:
+def run_specs(params: Params, seeds: tuple[int, ...], members: list[Member], data, folds) -> list[RunSpec]:
     specs = []
     for member in members:
-        for repeat, seed in enumerate(experiment.seeds):
+        for repeat, seed in enumerate(seeds):
             for fold in folds:
                 fit_data, test = split(data, member.params, fold, params.train.max_train_samples, seed)
-                label = f"{member.label} repeat {repeat + 1}/{len(experiment.seeds)}" + (
+                label = f"{member.label} repeat {repeat + 1}/{len(seeds)}" + (
                     f" fold {fold + 1}/{len(folds)}" if fold is not None else ""
                 )
                 job = Job(fit_data, run_seed(seed, fold), member.params, test)
