@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
-from ruamel.yaml.comments import CommentedSeq
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from regbench import stats
 from regbench.config import Params
@@ -103,12 +103,18 @@ def write_seeds(path: Path, grown: Mapping[tuple[str, str], list[int]]) -> None:
     yaml = YAML()  # round-trip mode: comments, key order and flow style survive
     yaml.preserve_quotes = True
     yaml.width = 4096
+    # ruamel writes None as an empty value by default; params.yaml spells it null.
+    yaml.representer.add_representer(
+        type(None), lambda representer, _: representer.represent_scalar("tag:yaml.org,2002:null", "null")
+    )
     with path.open() as handle:
         document = yaml.load(handle)
     for (experiment, variant), seeds in grown.items():
         variants = document[experiment]["variants"]
-        if variants.get(variant) is None:
-            variants[variant] = {}
+        if not variants.get(variant):
+            # `baseline: {}` stays one line: `baseline: {seeds: [...]}`.
+            variants[variant] = CommentedMap()
+            variants[variant].fa.set_flow_style()
         flow = CommentedSeq(seeds)
         flow.fa.set_flow_style()
         variants[variant]["seeds"] = flow
