@@ -618,6 +618,7 @@ METRIC_KEYS = (
     "cohens_dz",
     "mde",
     "repeats_needed",
+    "confidence",  # only with decide.sequential: the deciding look's interval level
 )
 
 

@@ -67,7 +67,7 @@ def plan_round(params: Params, detail: Mapping[str, Any]) -> dict[str, dict[str,
         add = target - entry["sequential"]["repeats_available"]
         if add <= 0:
             continue  # the seeds are in params.yaml already; this round's dvc repro trains them
-        start = max(common) + 1
+        start = max(common, default=-1) + 1
         plan[claim_id] = {
             "experiment": experiment.name,
             "variants": variants,
