@@ -347,7 +347,8 @@ def calibration(
 # alpha would inflate the false-verdict rate (each look is another chance of a false decision), so each
 # look k gets its own share alpha_k of the one-sided alpha from an alpha-spending function f
 # (Lan & DeMets 1983, "Discrete sequential boundaries for clinical trials", Biometrika 70:659):
-# alpha_k = f(t_k) - f(t_{k-1}) with information fraction t_k = n_k / max_repeats and f(1) = alpha.
+# alpha_k = f(t_k) - f(t_{k-1}) with information fraction t_k = n_k / max_repeats and f(1) = alpha. The two
+# Lan-DeMets functions are as in R gsDesign's sfLDOF / sfLDPocock (https://rdrr.io/pkg/gsDesign/man/sfLDOF.html).
 # Each look is the ordinary fixed-n decision (Student t / TOST above) at alpha_k, and the union
 # (Bonferroni) bound P(any false decision) <= sum_k alpha_k = alpha holds whatever the dependence between
 # looks, so the procedure needs no joint distribution of t statistics with estimated variances (which
