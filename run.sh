@@ -2,6 +2,7 @@
 # Set up the project (virtual environment from the lock file) and run it.
 #   ./run.sh repro [dvc repro args]   set up, then run the whole pipeline (dvc repro)
 #   ./run.sh test  [pytest args]      set up, then lint (ruff check, ruff format --check) and run the test suite
+#   ./run.sh decide [--max-rounds N]  set up, then add seeds to undecided claims round by round (README: Adaptive repeats)
 #   ./run.sh setup                    only set up
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -32,6 +33,7 @@ case "${1:-}" in
     ruff format --check .
     exec python -m pytest "$@"
     ;;
+  decide) shift; exec python -m stages.decide "$@" ;;
   setup) ;;
-  *) echo "usage: ./run.sh repro|test|setup [args]" >&2; exit 2 ;;
+  *) echo "usage: ./run.sh repro|test|decide|setup [args]" >&2; exit 2 ;;
 esac

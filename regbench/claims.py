@@ -11,6 +11,7 @@ decided it. The methods and why they were chosen are in ``regbench.stats``.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import zlib
 from collections.abc import Mapping, Sequence
@@ -22,7 +23,7 @@ import numpy as np
 import yaml
 
 from regbench import records, stats
-from regbench.config import ClaimsParams, Params
+from regbench.config import ClaimsParams, DecideParams, Params
 from regbench.experiments import names as experiment_names
 from regbench.io import read_json
 from regbench.records import EPOCH_METRICS, FINAL_METRICS, Run, load_runs
@@ -376,6 +377,74 @@ def judge(claim: Claim, values: Mapping[str, dict[int, Any]], settings: ClaimsPa
     return result
 
 
+def common_repeats(claim: Claim, values: Mapping[str, dict[int, Any]]) -> list[int]:
+    """The repeats a claim can use, in order: those every term of its contrast has (see ``contrast``)."""
+    return sorted(set.intersection(*(set(values[term.key]) for term in claim.test.terms)))
+
+
+def judge_sequential(
+    claim: Claim, values: Mapping[str, dict[int, Any]], settings: ClaimsParams, decide: DecideParams
+) -> dict[str, Any]:
+    """The verdict at the first look that decides: look k judges the first n_k common repeats at alpha_k.
+
+    The looks and their alphas come from params alone (regbench.stats.look_schedule, look_alphas), and
+    the repeats are taken in order, so the verdict is a function of params and results: a claim grown to
+    15 repeats by ./run.sh decide gets the same verdict from a plain dvc repro of the final params.
+    Repeats beyond the last look reached are not used (they await the next look).
+    """
+    alpha = stats.one_sided_alpha(settings.confidence)
+    looks = stats.look_schedule(decide.start, decide.batch, decide.max_repeats)
+    alphas = stats.look_alphas(looks, alpha, decide.spending)
+    available = common_repeats(claim, values)
+    history: list[dict[str, Any]] = []
+    result: dict[str, Any] | None = None
+    for index, (repeats, look_alpha) in enumerate(zip(looks, alphas, strict=True)):
+        if repeats > len(available):
+            break
+        kept = set(available[:repeats])
+        restricted = {variant: {r: v for r, v in found.items() if r in kept} for variant, found in values.items()}
+        look_settings = dataclasses.replace(settings, confidence=1.0 - 2.0 * look_alpha)
+        result = judge(claim, restricted, look_settings)
+        history.append(
+            {
+                "look": index + 1,
+                "repeats": repeats,
+                "alpha_one_sided": look_alpha,
+                "verdict": result["verdict"],
+                **{key: result[key] for key in ("mean", "ci_low", "ci_high") if key in result},
+            }
+        )
+        if result["verdict"] != "inconclusive":
+            break
+    sequential = {
+        "spending": decide.spending,
+        "looks": list(looks),
+        "look_alphas": list(alphas),
+        "repeats_available": len(available),
+        "history": history,
+        "decided_at_look": history[-1]["look"] if result and result["verdict"] != "inconclusive" else None,
+        "at_max_repeats": bool(history) and history[-1]["repeats"] == looks[-1],
+    }
+    if result is None:
+        # Fewer repeats than the first look: judged as usual for the numbers, but not decided.
+        result = judge(claim, values, settings)
+        result.update(
+            {
+                "verdict": "inconclusive",
+                "decided_by": "before the first look",
+                "reason": f"{len(available)} repeats, fewer than decide.start = {decide.start}",
+            }
+        )
+    elif result["verdict"] == "inconclusive" and sequential["at_max_repeats"]:
+        result["reason"] = (
+            f"undecided at decide.max_repeats = {looks[-1]} repeats "
+            f"(mean effect {result.get('mean', float('nan')):.4g})"
+        )
+    result["confidence"] = 1.0 - 2.0 * history[-1]["alpha_one_sided"] if history else settings.confidence
+    result["sequential"] = sequential
+    return result
+
+
 def _judge_directional(claim: Claim, sample: np.ndarray, settings: ClaimsParams, seed: list[int]) -> dict[str, Any]:
     test = claim.test
     alpha = stats.one_sided_alpha(settings.confidence)
@@ -639,7 +708,10 @@ def evaluate(registry: Registry, params: Params, results_dir: Path) -> dict[str,
                 term.key: per_repeat(runs[term.variant], claim.measure, member_label(params, claim, term))
                 for term in claim.test.terms
             }
-            entry.update(judge(claim, values, params.claims))
+            if params.decide.sequential:
+                entry.update(judge_sequential(claim, values, params.claims, params.decide))
+            else:
+                entry.update(judge(claim, values, params.claims))
             # A repeat with a diverged run (loss NaN or infinite) is left out of the claim, say which and why.
             diverged = {v: sorted({r.repeat for r in found if r.status != "ok"}) for v, found in runs.items()}
             diverged = {v: repeats for v, repeats in diverged.items() if repeats}
@@ -707,6 +779,7 @@ METRIC_KEYS = (
     "cohens_dz",
     "mde",
     "repeats_needed",
+    "confidence",  # only with decide.sequential: the deciding look's interval level
 )
 
 

@@ -197,6 +197,9 @@ class Variant:
     name: str
     members: tuple[Member, ...]
     grid_key: str | None = None
+    # <experiment>.variants.<variant>.seeds: this variant's own seeds (./run.sh decide grows them); None:
+    # the experiment's. Minimal form of issue 12's per-variant seeds (engineer A's branch owns the rest).
+    seeds: tuple[int, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -206,6 +209,10 @@ class ExperimentParams:
     seeds: tuple[int, ...]
     defaults: VariantParams
     variants: Mapping[str, Variant]
+
+    def seeds_of(self, variant: str) -> tuple[int, ...]:
+        """The seeds a variant trains: its own list, or the experiment's."""
+        return self.variants[variant].seeds or self.seeds
 
 
 def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
@@ -230,14 +237,7 @@ def _build_experiment(name: str, raw: Any) -> ExperimentParams:
             fail(f"{name}.{key}", None, "missing; this key is required")
     if raw["data"] not in registry():
         fail(f"{name}.data", raw["data"], f"must be one of {list(registry())}")
-    seeds = raw["seeds"]
-    if (
-        not isinstance(seeds, list)
-        or not seeds
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
-        or len(set(seeds)) != len(seeds)
-    ):
-        fail(f"{name}.seeds", seeds, "must be a non-empty list of distinct non-negative integers")
+    seeds = _seeds(f"{name}.seeds", raw["seeds"])
     defaults_raw = raw["defaults"]
     defaults = build(VariantParams, defaults_raw, f"{name}.defaults")
     variants_raw = raw["variants"]
@@ -251,14 +251,26 @@ def _build_experiment(name: str, raw: Any) -> ExperimentParams:
     return ExperimentParams(name=name, data=raw["data"], seeds=tuple(seeds), defaults=defaults, variants=variants)
 
 
+def _seeds(path: str, seeds: Any) -> tuple[int, ...]:
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+        or len(set(seeds)) != len(seeds)
+    ):
+        fail(path, seeds, "must be a non-empty list of distinct non-negative integers")
+    return tuple(seeds)
+
+
 def _build_variant(path: str, name: str, defaults_raw: Mapping, override: Any) -> Variant:
     if not isinstance(override, Mapping):
         fail(path, override, "must be a mapping of settings that override the defaults")
     override = dict(override)
+    seeds = _seeds(f"{path}.seeds", override.pop("seeds")) if "seeds" in override else None
     grid = override.pop("grid", None)
     if grid is None:
         params = build(VariantParams, _deep_merge(defaults_raw, override), path)
-        return Variant(name=name, members=(Member(label=name, params=params),))
+        return Variant(name=name, members=(Member(label=name, params=params),), seeds=seeds)
     if not isinstance(grid, Mapping) or len(grid) != 1:
         fail(f"{path}.grid", grid, "must map exactly one setting to a list of values")
     ((grid_key, values),) = grid.items()
@@ -276,7 +288,7 @@ def _build_variant(path: str, name: str, defaults_raw: Mapping, override: Any) -
             raise ParamsError(str(error).replace(f"{path}.{grid_key}", f"{path}.grid.{grid_key}[{i}]")) from None
         grid_setting = types.MappingProxyType({grid_key: float(value)})
         members.append(Member(label=f"{name}[{grid_key}={value}]", params=params, grid=grid_setting))
-    return Variant(name=name, members=tuple(members), grid_key=grid_key)
+    return Variant(name=name, members=tuple(members), grid_key=grid_key, seeds=seeds)
 
 
 # --- train, claims, report -------------------------------------------------
@@ -347,6 +359,27 @@ class ClaimsParams:
 
 
 @dataclass(frozen=True)
+class DecideParams:
+    """Adaptive repeats (``./run.sh decide``) and the sequential verdicts they need (regbench/stats.py)."""
+
+    # true: the claims stage judges each claim at the looks start, start + batch, ..., max_repeats with
+    # alpha spent over them (valid however often the decide loop looks); false: one look at full alpha.
+    sequential: bool = False
+    start: int = check(lambda v: v >= 2, "must be 2 or more (a t interval needs two repeats)", default=5)
+    batch: int = check(positive_int, "must be a positive integer", default=5)
+    max_repeats: int = check(lambda v: v >= 2, "must be 2 or more", default=20)
+    spending: Literal["pocock", "obrien-fleming", "linear"] = "pocock"
+    # The decide command stops before a round that would exceed either budget (null: no limit).
+    # Runs: one variant trained on one seed (its CV folds and grid members count as one).
+    budget_runs: int | None = check(positive_int, "must be a positive integer or null", default=None)
+    budget_seconds: float | None = check(positive, "must be positive or null", default=None)
+
+    def __post_init__(self) -> None:
+        if self.start > self.max_repeats:
+            raise ValueError(f"start ({self.start}) must not exceed max_repeats ({self.max_repeats})")
+
+
+@dataclass(frozen=True)
 class ReportParams:
     title: str = "regbench: do the tutorials' regularization claims reproduce?"
     max_curve_points: int = check(lambda v: v >= 10, "must be 10 or more", default=400)
@@ -361,6 +394,8 @@ class Params:
     claims: ClaimsParams
     report: ReportParams
     experiments: Mapping[str, ExperimentParams] = field(default_factory=dict)
+    # Optional section: a params.yaml without it gets one look per claim at full alpha.
+    decide: DecideParams = field(default_factory=DecideParams)
 
     def run(self, run_name: str) -> tuple[ExperimentParams, Variant]:
         if run_name not in self.train.runs:
@@ -375,13 +410,16 @@ def parse(raw: Any) -> Params:
     if not isinstance(raw, Mapping):
         fail("<root>", raw, "params.yaml must be a mapping of sections")
     registered = registry()
-    known = set(STAGE_SECTIONS) | set(registered)
+    known = set(STAGE_SECTIONS) | {"decide"} | set(registered)
     for key in raw:
         if key not in known:
             fail(key, "...", f"unknown section; sections are {sorted(known)}")
     stage_sections = {}
     for cls_field in dataclasses.fields(Params):
         if cls_field.name == "experiments":
+            continue
+        if cls_field.name == "decide":
+            stage_sections["decide"] = build(DecideParams, raw.get("decide", {}), "decide")
             continue
         if cls_field.name not in raw:
             fail(cls_field.name, None, "missing section")

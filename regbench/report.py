@@ -737,7 +737,63 @@ def mlflow_server(tracking_uri: str) -> str:
     return tracking_uri.rstrip("/") if tracking_uri.startswith(("http://", "https://")) else MLFLOW_UI_DEFAULT
 
 
-def build(params: Params, evaluation: Mapping[str, Any], results_dir: Path, out_dir: Path, now: str) -> dict[str, Any]:
+def adaptive_lines(rounds: Mapping[str, Any] | None, evaluation: Mapping[str, Any], params: Params) -> list[str]:
+    """The rounds of ./run.sh decide (reports/decide_rounds.json) and each claim's looks; none without rounds."""
+    if not rounds or not rounds.get("rounds"):
+        return []
+    decide = params.decide
+    looks = stats.look_schedule(decide.start, decide.batch, decide.max_repeats)
+    alphas = stats.look_alphas(looks, stats.one_sided_alpha(params.claims.confidence), decide.spending)
+    lines = [
+        "## Adaptive repeats",
+        "",
+        f"`./run.sh decide` added seeds to the variants of undecided claims in {len(rounds['rounds'])} rounds "
+        f"and stopped: {rounds.get('stopped') or 'still running'}. Each claim is judged at the looks "
+        f"{', '.join(map(str, looks))} repeats (its first common seeds, in seed order), look k at one-sided "
+        f"alpha_k ({', '.join(_fmt(a, 3) for a in alphas)}; {decide.spending} alpha spending, Lan-DeMets), and the "
+        "first look that decides gives the verdict. By the union bound the chance of any false verdict over all "
+        f"looks is at most {_fmt(sum(alphas), 3)}, so adding seeds until a claim is decided does not inflate false "
+        "verdicts; the intervals shown at a look are at that look's confidence, 1 - 2 alpha_k.",
+        "",
+        "| round | dvc repro (s) | runs added | reproduced | refuted | inconclusive | claims grown |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for record in rounds["rounds"]:
+        verdicts = [c["verdict"] for c in record["claims"].values()]
+        grown = ", ".join(f"`{c}` to {step['next_look']}" for c, step in record["plan"].items()) or "none"
+        if not record.get("seeds_added"):
+            grown = f"none (stopped) {grown if record['plan'] else ''}".strip()
+        lines.append(
+            f"| {record['round']} | {record['repro_seconds']:.0f} | {record.get('runs_added', 0)} | "
+            f"{verdicts.count('reproduced')} | {verdicts.count('refuted')} | {verdicts.count('inconclusive')} | "
+            f"{grown} |"
+        )
+    lines += ["", "| claim | verdict | repeats | look | mean | interval | note |", "|---|---|---|---|---|---|---|"]
+    for claim_id, entry in evaluation["claims"].items():
+        sequential = entry.get("sequential")
+        if sequential is None:
+            continue
+        interval_text = (
+            f"[{_fmt(entry['ci_low'])}, {_fmt(entry['ci_high'])}] at {entry['confidence']:.4%}"
+            if "ci_low" in entry
+            else ""
+        )
+        lines.append(
+            f"| `{claim_id}` | {entry['verdict']} | {entry.get('repeats', 0)} of {sequential['repeats_available']} | "
+            f"{sequential['decided_at_look'] or '-'} | {_fmt(entry.get('mean'))} | {interval_text} | "
+            f"{entry.get('reason', '') if entry['verdict'] == 'inconclusive' else ''} |"
+        )
+    return [*lines, ""]
+
+
+def build(
+    params: Params,
+    evaluation: Mapping[str, Any],
+    results_dir: Path,
+    out_dir: Path,
+    now: str,
+    rounds: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
     """Write report.md, index.html and the figures; return what was written."""
     figures_dir = out_dir / "figures"
     figures_dir.mkdir(parents=True, exist_ok=True)
@@ -799,6 +855,7 @@ def build(params: Params, evaluation: Mapping[str, Any], results_dir: Path, out_
             if entry["experiment"] == name:
                 section = claim_section(claim_id, entry)
                 md += section[:-1] + claim_uses_not_learned(entry, flags) + section[-1:]
+    md += adaptive_lines(rounds, evaluation, params)
     md += drift_lines(evaluation)
     md += ["## Provenance", "", *provenance(all_results, params), ""]
     text = "\n".join(md)

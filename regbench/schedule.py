@@ -103,12 +103,12 @@ class RunSpec:
     job: Job
 
 
-def run_specs(params: Params, experiment: ExperimentParams, members: list[Member], data, folds) -> list[RunSpec]:
+def run_specs(params: Params, seeds: tuple[int, ...], members: list[Member], data, folds) -> list[RunSpec]:
     specs = []
     for member in members:
-        for repeat, seed in enumerate(experiment.seeds):
+        for repeat, seed in enumerate(seeds):
             for fold in folds:
-                label = f"{member.label} repeat {repeat + 1}/{len(experiment.seeds)}" + (
+                label = f"{member.label} repeat {repeat + 1}/{len(seeds)}" + (
                     f" fold {fold + 1}/{len(folds)}" if fold is not None else ""
                 )
                 job = make_job(data, member.params, seed, fold, params.train.max_train_samples)

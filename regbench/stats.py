@@ -361,3 +361,83 @@ def calibration(
         level = float(np.mean(decide_level(sample, 0.0, 100.0, confidence).verdict == "reproduced"))
         rates[name] = {"false_reproduced": false, "coverage": coverage, "level_false_reproduced": level}
     return rates
+
+
+# --- sequential looks (adaptive repeats) -------------------------------------------------------
+#
+# ``./run.sh decide`` adds repeats to undecided claims and looks again. Judging every look at the full
+# alpha would inflate the false-verdict rate (each look is another chance of a false decision), so each
+# look k gets its own share alpha_k of the one-sided alpha from an alpha-spending function f
+# (Lan & DeMets 1983, "Discrete sequential boundaries for clinical trials", Biometrika 70:659):
+# alpha_k = f(t_k) - f(t_{k-1}) with information fraction t_k = n_k / max_repeats and f(1) = alpha. The two
+# Lan-DeMets functions are as in R gsDesign's sfLDOF / sfLDPocock (https://rdrr.io/pkg/gsDesign/man/sfLDOF.html).
+# Each look is the ordinary fixed-n decision (Student t / TOST above) at alpha_k, and the union
+# (Bonferroni) bound P(any false decision) <= sum_k alpha_k = alpha holds whatever the dependence between
+# looks, so the procedure needs no joint distribution of t statistics with estimated variances (which
+# exact group-sequential boundaries would, and which is not well approximated at 5-20 repeats). The
+# price is some conservatism against exact boundaries; tests/test_stats.py measures the error rate.
+# The same alpha_k guards "refuted" decisions (their one-sided tests are at the same alpha_k), so both
+# error rates are bounded.
+
+SPENDING_FUNCTIONS = ("pocock", "obrien-fleming", "linear")
+
+
+def spent_alpha(fraction: float, alpha: float, spending: str) -> float:
+    """Cumulative one-sided alpha spent by information fraction ``fraction`` (in (0, 1])."""
+    fraction = min(max(float(fraction), 0.0), 1.0)
+    if fraction == 0.0:
+        return 0.0
+    if spending == "pocock":  # Lan-DeMets Pocock type: alpha * ln(1 + (e - 1) t); spends early
+        return float(alpha * np.log1p((np.e - 1.0) * fraction))
+    if spending == "obrien-fleming":  # Lan-DeMets O'Brien-Fleming type: 2 - 2 Phi(z_{1-alpha/2} / sqrt t)
+        return float(2.0 * stats.norm.sf(stats.norm.isf(alpha / 2.0) / np.sqrt(fraction)))
+    if spending == "linear":  # alpha * t: an even split over equally spaced looks
+        return float(alpha * fraction)
+    raise ValueError(f"spending = {spending!r}: must be one of {', '.join(SPENDING_FUNCTIONS)}")
+
+
+def look_schedule(start: int, batch: int, max_repeats: int) -> tuple[int, ...]:
+    """Repeats at each look: start, start + batch, ..., max_repeats (the last step may be shorter)."""
+    if not 2 <= start <= max_repeats or batch < 1:
+        raise ValueError(
+            f"look schedule start={start}, batch={batch}, max_repeats={max_repeats}: need 2 <= start <= max_repeats "
+            "and batch >= 1"
+        )
+    looks = list(range(start, max_repeats, batch))
+    return tuple([*looks, max_repeats])
+
+
+def look_alphas(looks: tuple[int, ...], alpha: float, spending: str) -> tuple[float, ...]:
+    """The one-sided alpha of each look: the increments of the spending function; they sum to ``alpha``."""
+    last = looks[-1]
+    spent = [spent_alpha(n / last, alpha, spending) for n in looks]
+    increments = [spent[0]] + [b - a for a, b in zip(spent, spent[1:], strict=False)]
+    return tuple(float(a) for a in increments)
+
+
+def sequential_directional(
+    sample: np.ndarray,
+    line: float,
+    direction: str,
+    smallest_effect: float,
+    looks: tuple[int, ...],
+    alphas: tuple[float, ...],
+) -> tuple[np.ndarray, np.ndarray]:
+    """(verdict, look index) per row when each row is looked at after its first n_k values, alpha_k at look k.
+
+    The first look whose verdict is not inconclusive decides; rows undecided at the last look stay
+    inconclusive (look index -1). Rows must hold at least ``looks[-1]`` values.
+    """
+    sample = np.atleast_2d(np.asarray(sample, float))
+    verdict = np.full(sample.shape[0], "inconclusive", dtype=object)
+    decided_at = np.full(sample.shape[0], -1)
+    for index, (repeats, alpha) in enumerate(zip(looks, alphas, strict=True)):
+        open_rows = decided_at < 0
+        if not open_rows.any():
+            break
+        look = decide_directional(sample[open_rows, :repeats], line, direction, smallest_effect, 1.0 - 2.0 * alpha)
+        rows = np.flatnonzero(open_rows)
+        decided = look.verdict != "inconclusive"
+        verdict[rows[decided]] = look.verdict[decided]
+        decided_at[rows[decided]] = index
+    return verdict.astype(str), decided_at

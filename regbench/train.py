@@ -39,7 +39,8 @@ def train(params: Params, run_name: str, out_dir: Path, tracker: Tracker | None 
     stage = f"train@{run_name}"
     folds = cv_folds(experiment, data)
     members = [dataclasses.replace(m, params=effective_params(m.params, params)) for m in variant.members]
-    progress = Progress(stage, len(members) * len(experiment.seeds) * len(folds))
+    seeds = experiment.seeds_of(variant.name)
+    progress = Progress(stage, len(members) * len(seeds) * len(folds))
     context = {
         "stage": stage,
         "git_revision": provenance.git_revision(),
@@ -51,12 +52,12 @@ def train(params: Params, run_name: str, out_dir: Path, tracker: Tracker | None 
     if tracker is not None:
         settings = {
             "engine": params.train.engine,
-            "seeds": list(experiment.seeds),
+            "seeds": list(seeds),
             "members": len(members),
             **flatten(to_plain(members[0].params)),
         }
         parent = start_stage_run(tracker, run_name, context, variant.name, settings)
-    specs = run_specs(params, experiment, members, data, folds)
+    specs = run_specs(params, seeds, members, data, folds)
     children = ChildRuns(tracker, parent, context, params.train.mlflow_max_steps)
     executor: dict[str, Any] = {}
     try:
@@ -108,7 +109,7 @@ def _manifest(
         "experiment": experiment.name,
         "variant": variant.name,
         "engine": params.train.engine,
-        "seeds": list(experiment.seeds),
+        "seeds": list(experiment.seeds_of(variant.name)),
         "folds": None if not cv else int(data.manifest["folds"]),
         "members": [{"label": m.label, "grid_value": m.grid_value, "params": to_plain(m.params)} for m in members],
         "train": {k: v for k, v in to_plain(params.train).items() if k != "runs"},

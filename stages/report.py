@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from regbench import config, provenance
+from regbench import config, decide, provenance
 from regbench.cli import no_arguments, run_stage
 from regbench.io import read_json
 
@@ -21,7 +21,8 @@ def main(argv: list[str]) -> None:
 
     from regbench.report import build
 
-    written = build(params, read_json(DETAIL), RESULTS, OUT, provenance.now())
+    rounds = decide.load_rounds(decide.ROUNDS)
+    written = build(params, read_json(DETAIL), RESULTS, OUT, provenance.now(), rounds=rounds)
     print(f"report: {OUT / 'report.md'} and {OUT / 'index.html'}, {len(written['figures'])} figures")
 
 

@@ -415,3 +415,35 @@ def test_new_test_kinds_are_validated_with_the_key_to_fix(tmp_path, test, messag
     path.write_text(yaml.safe_dump(raw))
     with pytest.raises(ParamsError, match=message):
         claims.load_registry(path)
+
+
+# --- sequential looks (decide.sequential) ------------------------------------------------------
+
+DECIDE = config.DecideParams(sequential=True, start=5, batch=5, max_repeats=15, spending="pocock")
+
+
+def test_sequential_verdict_takes_the_first_deciding_look_on_the_first_common_repeats():
+    rng = np.random.default_rng(3)
+    # Repeat keys are seeds: b lacks seed 2, so the pairs are on seeds 0, 1, 3, 4, ...
+    a = {seed: 0.8 + 0.05 + 0.01 * rng.standard_normal() for seed in range(12)}
+    b = {seed: 0.8 + 0.01 * rng.standard_normal() for seed in range(12) if seed != 2}
+    result = claims.judge_sequential(claim(), {"a": a, "b": b}, SETTINGS, DECIDE)
+    sequential = result["sequential"]
+    assert result["verdict"] == "reproduced" and sequential["decided_at_look"] == 1
+    assert result["repeat_ids"] == [0, 1, 3, 4, 5] and sequential["repeats_available"] == 11
+    # The look's own alpha, not the full one: the interval is wider than the fixed-n 95 % one.
+    assert result["alpha_one_sided"] == pytest.approx(sequential["look_alphas"][0], abs=1e-12)
+    fixed = claims.judge(claim(), {"a": {s: a[s] for s in (0, 1, 3, 4, 5)}, "b": b}, SETTINGS)
+    assert result["ci_high"] - result["ci_low"] > fixed["ci_high"] - fixed["ci_low"]
+
+
+def test_sequential_verdict_waits_for_a_look_and_reports_max_repeats_undecided():
+    noise = {seed: 0.01 * np.sin(seed * 1.7) for seed in range(20)}
+    few = claims.judge_sequential(claim(smallest=1.0), {"a": dict(list(noise.items())[:4]), "b": {}}, SETTINGS, DECIDE)
+    assert few["verdict"] == "inconclusive" and "fewer than decide.start" in few["reason"]
+    paired = {"a": noise, "b": dict.fromkeys(range(20), 0.0)}
+    result = claims.judge_sequential(claim(), paired, SETTINGS, DECIDE)
+    # Seeds 15-19 lie beyond the last look: never used.
+    assert result["verdict"] == "inconclusive" and result["repeats"] == 15
+    assert result["sequential"]["at_max_repeats"] and "undecided at decide.max_repeats = 15" in result["reason"]
+    assert [look["repeats"] for look in result["sequential"]["history"]] == [5, 10, 15]

@@ -165,3 +165,57 @@ def test_an_interaction_without_effect_is_falsely_reproduced_at_most_at_alpha(re
         assert np.mean(decision.verdict == "reproduced") <= upper_bound(ALPHA), (repeats, direction)
     with_effect = stats.decide_directional(interaction + 1.5, 0.0, "greater", 0.0, CONFIDENCE)
     assert np.mean(with_effect.verdict == "reproduced") > (0.5 if repeats >= 5 else 0.1)
+
+
+# --- sequential looks (./run.sh decide) ----------------------------------------------------------
+
+SEQUENTIAL_DRAWS = 20000
+LOOKS = stats.look_schedule(5, 5, 20)
+
+
+def test_spending_functions_spend_exactly_alpha_over_the_looks():
+    for spending in stats.SPENDING_FUNCTIONS:
+        alphas = stats.look_alphas(LOOKS, ALPHA, spending)
+        assert sum(alphas) == pytest.approx(ALPHA) and all(a > 0 for a in alphas)
+    assert stats.look_schedule(5, 4, 15) == (5, 9, 13, 15)
+    assert stats.look_schedule(5, 5, 5) == (5,)
+    with pytest.raises(ValueError, match="start"):
+        stats.look_schedule(1, 5, 20)
+
+
+@pytest.mark.parametrize("spending", stats.SPENDING_FUNCTIONS)
+@pytest.mark.parametrize("null", CALIBRATED)
+def test_peeking_after_every_batch_keeps_false_verdicts_at_nominal(spending, null):
+    """The whole adaptive procedure (a look after every batch up to max_repeats, stop at the first decision).
+
+    "Reproduced" is false when the true mean lies exactly on the line; "refuted" is false when the true
+    effect is exactly the smallest effect of interest. Both rates stay within the Monte Carlo bound of
+    alpha. Judging every look at the full alpha (naive peeking) exceeds it, so the test can fail.
+    """
+    rng = np.random.default_rng([12, len(spending), len(null)])
+    sample = stats.NULLS[null](rng, (SEQUENTIAL_DRAWS, LOOKS[-1]))
+    sample = sample / sample.std()  # unit scale, so the smallest effect below is one standard deviation
+    alphas = stats.look_alphas(LOOKS, ALPHA, spending)
+    bound = upper_bound(ALPHA, SEQUENTIAL_DRAWS)
+    for direction, sign in (("greater", 1.0), ("less", -1.0)):
+        verdict, _ = stats.sequential_directional(sample, 0.0, direction, 1.0, LOOKS, alphas)
+        assert np.mean(verdict == "reproduced") <= bound
+        # True effect exactly at the smallest effect of interest: "refuted" is the false verdict now.
+        verdict, _ = stats.sequential_directional(sample + sign * 1.0, 0.0, direction, 1.0, LOOKS, alphas)
+        assert np.mean(verdict == "refuted") <= bound
+
+
+def test_naive_peeking_inflates_false_reproduced():
+    rng = np.random.default_rng(13)
+    sample = rng.standard_normal((SEQUENTIAL_DRAWS, LOOKS[-1]))
+    naive, _ = stats.sequential_directional(sample, 0.0, "greater", 1.0, LOOKS, (ALPHA,) * len(LOOKS))
+    assert np.mean(naive == "reproduced") > upper_bound(ALPHA, SEQUENTIAL_DRAWS) * 1.5
+
+
+def test_sequential_looks_still_decide_real_effects_early():
+    """Pocock spending decides a large effect (2 sd) at the first look of 5 repeats most of the time."""
+    rng = np.random.default_rng(14)
+    sample = rng.standard_normal((4000, LOOKS[-1])) + 2.0
+    alphas = stats.look_alphas(LOOKS, ALPHA, "pocock")
+    verdict, look = stats.sequential_directional(sample, 0.0, "greater", 0.5, LOOKS, alphas)
+    assert np.mean(verdict == "reproduced") > 0.99 and np.mean(look == 0) > 0.5

@@ -1,0 +1,122 @@
+"""./run.sh decide: seed planning, the params.yaml edit, the budgets, and the loop end to end on real DVC."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from regbench import config, decide
+from tests.conftest import REPO_ROOT, copy_repo, dvc, dvc_env, real_params, shrunk_params, write_params
+
+
+def params_with(seeds: dict[str, list[int]] | None = None, **decide_settings) -> config.Params:
+    raw = real_params()
+    raw["decide"].update({"sequential": True, **decide_settings})
+    for variant, variant_seeds in (seeds or {}).items():
+        raw["circles"]["variants"][variant] = {**(raw["circles"]["variants"][variant] or {}), "seeds": variant_seeds}
+    return config.parse(raw)
+
+
+def entry(verdict: str, variants: list[str], available: int, reached: int | None, at_max: bool = False) -> dict:
+    history = [] if reached is None else [{"look": 1, "repeats": reached, "verdict": verdict}]
+    sequential = {"repeats_available": available, "history": history, "at_max_repeats": at_max}
+    return {"experiment": "circles", "verdict": verdict, "runs": dict.fromkeys(variants), "sequential": sequential}
+
+
+def test_only_undecided_claims_grow_to_their_next_look_with_the_next_common_seeds():
+    params = params_with({"dropout": [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]}, start=5, batch=5, max_repeats=20)
+    detail = {
+        "claims": {
+            "decided": entry("reproduced", ["overfit"], 5, 5),
+            "at_max": entry("inconclusive", ["maxnorm"], 20, 20, at_max=True),
+            "paired": entry("inconclusive", ["dropout", "overfit"], 5, 5),
+            "not_run": {"experiment": "circles", "verdict": "not run", "runs": {"input_dropout": None}},
+        }
+    }
+    plan = decide.plan_round(params, detail)
+    assert list(plan) == ["paired"] and plan["paired"]["new_seeds"] == [5, 6, 7, 8, 9]
+    grown = decide.grown_seeds(params, plan)
+    # dropout has seeds 5-9 already: only overfit grows, and the pairs are on seeds 0-9.
+    assert grown == {("circles", "overfit"): [0, 1, 2, 3, 4, 5, 6, 7, 8, 9]}
+    assert decide.new_runs(params, grown) == 5
+
+
+def test_the_budgets_stop_before_a_round_that_would_exceed_them():
+    params = params_with(budget_runs=12, budget_seconds=100.0)
+    rounds = [{"repro_seconds": 40.0, "runs_added": 10}]
+    assert decide.stop_reason(params, rounds, 2, {"c": {}}) is None
+    assert "budget_runs = 12" in decide.stop_reason(params, rounds, 3, {"c": {}})
+    assert "budget_seconds" in decide.stop_reason(params, [*rounds, {"repro_seconds": 60.0}], 0, {"c": {}})
+    assert "every claim is decided" in decide.stop_reason(params, rounds, 0, {})
+
+
+def test_growing_seeds_keeps_params_yaml_comments_and_validates(tmp_path):
+    path = tmp_path / "params.yaml"
+    shutil.copy(REPO_ROOT / "params.yaml", path)
+    before = path.read_text()
+    decide.write_seeds(path, {("circles", "dropout"): [0, 1, 2, 3, 4, 5], ("sonar", "baseline"): [0, 1, 2, 3, 4, 5]})
+    after = path.read_text()
+    comments = [line for line in before.splitlines() if line.lstrip().startswith("#")]
+    assert comments == [line for line in after.splitlines() if line.lstrip().startswith("#")]
+    assert "    dropout: {hidden_dropout: 0.4, seeds: [0, 1, 2, 3, 4, 5]}" in after
+    assert "    baseline: {seeds: [0, 1, 2, 3, 4, 5]}" in after
+    loaded = config.load(path)
+    assert loaded.experiments["circles"].seeds_of("dropout") == (0, 1, 2, 3, 4, 5)
+    assert loaded.experiments["circles"].seeds_of("overfit") == (0, 1, 2, 3, 4)
+    # Nothing else changed: the two variant lines differ, every other line is as it was.
+    changed = [(b, a) for b, a in zip(before.splitlines(), after.splitlines(), strict=True) if b != a]
+    assert len(changed) == 2
+
+
+def test_decide_refuses_without_sequential_verdicts():
+    with pytest.raises(ValueError, match="decide.sequential"):
+        decide.run(lambda: config.parse(real_params()), repro=lambda: None)
+
+
+@pytest.mark.pipeline
+def test_decide_end_to_end_grows_undecided_claims_and_a_plain_repro_reproduces_the_verdicts(tmp_path, mirror):
+    runs = {"circles": ["overfit", "dropout", "maxnorm"]}
+    raw = shrunk_params(mirror, runs, epochs=2, seeds=(0, 1, 2))
+    raw["decide"].update(sequential=True, start=3, batch=1, max_repeats=4)
+    repo = copy_repo(tmp_path / "decide")
+    write_params(repo, raw)
+    env = {k: v for k, v in dvc_env().items() if k not in ("MLFLOW_TRACKING_URI", "REGBENCH_MIRROR")}
+    started = time.monotonic()
+    done = subprocess.run([sys.executable, "-m", "stages.decide"], cwd=repo, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    history = json.loads((repo / "reports/decide_rounds.json").read_text())
+    rounds = history["rounds"]
+    assert rounds and history["stopped"]
+    for record in rounds[:-1]:
+        undecided = {
+            v for c, e in record["claims"].items() if c in record["plan"] for v in record["plan"][c]["variants"]
+        }
+        assert set(record["seeds_added"]) <= {f"circles-{v}" for v in undecided}
+        assert all(record["claims"][c]["verdict"] == "inconclusive" for c in record["plan"])
+    assert rounds[-1]["seeds_added"] == {}
+    final = yaml.safe_load((repo / "params.yaml").read_text())
+    # No circles claim uses maxnorm: it keeps the experiment's seeds.
+    assert "seeds" not in (final["circles"]["variants"]["maxnorm"] or {})
+    detail = json.loads((repo / "reports/claims_detail.json").read_text())["claims"]
+    tested = {c: e for c, e in detail.items() if e["verdict"] != "not run"}
+    for claim_id, claim in tested.items():
+        assert claim["verdict"] != "inconclusive" or claim["sequential"]["at_max_repeats"], claim_id
+        assert claim_id in rounds[-1]["claims"] and rounds[-1]["claims"][claim_id]["verdict"] == claim["verdict"]
+    assert "## Adaptive repeats" in (repo / "reports/report.md").read_text()
+    assert dvc(repo, "status", "--json").stdout.strip() in ("{}", "")
+    print(f"decide loop: {len(rounds)} rounds in {time.monotonic() - started:.0f} s")
+    # A clean copy with the final params.yaml: one plain dvc repro gives the same verdicts and values.
+    clean = copy_repo(tmp_path / "clean")
+    shutil.copy(repo / "params.yaml", clean / "params.yaml")
+    subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=clean, env=env, check=True, capture_output=True)
+    again = json.loads((clean / "reports/claims_detail.json").read_text())["claims"]
+    for claim_id, claim in tested.items():
+        assert again[claim_id]["verdict"] == claim["verdict"]
+        assert again[claim_id]["values"] == claim["values"]
+        assert again[claim_id]["sequential"]["history"] == claim["sequential"]["history"]
