@@ -99,11 +99,10 @@ def suite_run(name: str, seeds: tuple[int, ...] | None) -> dict[str, float]:
 
     params = config.load()
     experiment, variant = params.run(name)
-    if seeds is not None:
-        experiment = dataclasses.replace(experiment, seeds=seeds)
+    seeds = seeds if seeds is not None else experiment.seeds_of(variant.name)
     data = datasets.load(Path("data/prepared") / experiment.data)
     members = [dataclasses.replace(m, params=schedule.effective_params(m.params, params)) for m in variant.members]
-    specs = schedule.run_specs(params, experiment, members, data, schedule.cv_folds(experiment, data))
+    specs = schedule.run_specs(params, tuple(seeds), members, data, schedule.cv_folds(experiment, data))
     jobs = [s.job for s in specs]
     finished: dict[int, object] = {}
     started = time.perf_counter()

@@ -347,7 +347,7 @@ def judge(claim: Claim, values: Mapping[str, dict[int, Any]], settings: ClaimsPa
     means = {term.key: _mean_of(values[term.key], repeats) for term in test.terms}
     result: dict[str, Any] = {
         "repeats": len(repeats),
-        # Which repeats (seed positions) the verdict rests on: the drift report pairs values by them.
+        # The seeds of the repeats the verdict rests on: the drift report pairs values by them.
         "repeat_ids": [int(r) for r in repeats],
         "values": [round(float(v), 6) for v in sample],
         "variant_means": means,
@@ -713,7 +713,7 @@ def evaluate(registry: Registry, params: Params, results_dir: Path) -> dict[str,
             else:
                 entry.update(judge(claim, values, params.claims))
             # A repeat with a diverged run (loss NaN or infinite) is left out of the claim, say which and why.
-            diverged = {v: sorted({r.repeat for r in found if r.status != "ok"}) for v, found in runs.items()}
+            diverged = {v: sorted({r.seed for r in found if r.status != "ok"}) for v, found in runs.items()}
             diverged = {v: repeats for v, repeats in diverged.items() if repeats}
             if diverged:
                 entry["diverged_repeats"] = diverged

@@ -207,24 +207,29 @@ def complete_repeats(runs: Sequence[Run]) -> list[Run]:
 def per_repeat(
     runs: Sequence[Run], value: Callable[[Run], float | np.ndarray], member: str | None = None
 ) -> dict[int, Any]:
-    """``value`` of each run averaged over the folds of its repeat: a number, or a curve cut to the
-    epochs every run of the repeat has. Repeats with a run that did not finish ok are left out."""
+    """``value`` of each run averaged over the folds of its repeat, keyed by the repeat's seed: a number,
+    or a curve cut to the epochs every run of the repeat has. Repeats with a run that did not finish ok
+    are left out.
+
+    Keyed by seed, not by position in the seed list: variants may have different seeds (params.yaml
+    ``<experiment>.variants.<variant>.seeds``), and a paired claim pairs the runs that share a seed.
+    """
     chosen = complete_repeats([run for run in runs if member is None or run.member == member])
     rows, scalar = [], True
     for number, run in enumerate(chosen):
         measured = value(run)
         scalar = np.ndim(measured) == 0
         steps = np.atleast_1d(np.asarray(measured, float))
-        rows.append(pd.DataFrame({"repeat": run.repeat, "run": number, "step": np.arange(len(steps)), "value": steps}))
+        rows.append(pd.DataFrame({"seed": run.seed, "run": number, "step": np.arange(len(steps)), "value": steps}))
     if not rows:
         return {}
     table = pd.concat(rows, ignore_index=True)
-    lengths = table.groupby(["repeat", "run"])["step"].transform("size")
-    table = table[table["step"] < lengths.groupby(table["repeat"]).transform("min")]
-    means = table.groupby(["repeat", "step"])["value"].mean()
+    lengths = table.groupby(["seed", "run"])["step"].transform("size")
+    table = table[table["step"] < lengths.groupby(table["seed"]).transform("min")]
+    means = table.groupby(["seed", "step"])["value"].mean()
     return {
-        int(repeat): float(series.iloc[0]) if scalar else series.to_numpy()
-        for repeat, series in means.groupby(level="repeat")
+        int(seed): float(series.iloc[0]) if scalar else series.to_numpy()
+        for seed, series in means.groupby(level="seed")
     }
 
 

@@ -409,9 +409,9 @@ def claim_section(claim_id: str, entry: Mapping[str, Any]) -> list[str]:
         means = ", ".join(f"{variant} {_fmt(value)}" for variant, value in entry["variant_means"].items())
         lines.append(f"- Mean per variant: {means}")
     if "diverged_repeats" in entry:
-        left_out = "; ".join(f"{v}: repeats {', '.join(map(str, r))}" for v, r in entry["diverged_repeats"].items())
+        left_out = "; ".join(f"{v}: seeds {', '.join(map(str, r))}" for v, r in entry["diverged_repeats"].items())
         lines.append(
-            f"- Rests on repeats {', '.join(map(str, entry.get('repeat_ids', [])))} only: left out because a run "
+            f"- Rests on seeds {', '.join(map(str, entry.get('repeat_ids', [])))} only: left out because a run "
             f"of theirs diverged (loss NaN or infinite), {left_out}."
         )
     if "distance_to_published" in entry:

@@ -176,6 +176,8 @@ def train_all(
 
     ``executor_record`` (when given) receives what the executor reports about where the runs trained.
     """
+    if not specs:
+        return []  # nothing to train: every run of the stage was read back from its run store
     collector = _Collector(specs, children, progress, stage)
     try:
         if params.train.executor == "ray":

@@ -8,8 +8,10 @@ for all of them. The optimizers the suite uses (SGD with momentum, Adam,
 RMSprop) update every weight element by element, and the summed loss gives
 each run the gradient of its own loss, so a stacked run follows the same
 trajectory as a run trained alone from the same weights in the same batch
-order (tested against ``model.fit``). Dropout masks come from one stream per
-group, so they differ from Keras' own stream; dropout runs agree in
+order (tested against ``model.fit``). Each run draws its dropout masks from a
+stream of its own, keyed by its own seed (``dropout_key``), so a run's history does
+not depend on which runs share its stack or how stacks are split into parts. The
+masks differ from Keras' own stream: dropout runs agree with ``model.fit`` in
 distribution only.
 
 Dense inputs and the TensorFlow backend only; IMDB's sparse inputs use
@@ -51,16 +53,19 @@ UNROLL_STEPS = 2
 # part is traced on its own. Measured on circles (4,000 epochs, 2 cores): 5 runs took 2.9-6.3 s as one
 # part and 2.9-6.0 s as two; 45 runs 42-48 s as one and 35 s as two.
 MIN_RUNS_PER_PART = 10
-# Below this many multiply-adds per training step a stack's ops run faster on one thread each than
-# split across TensorFlow's pool: circles dropout (5 runs, about 2e5) took 7-8 s that way against
-# 11-13 s; MNIST (5 runs, about 7e8) needs the pool for its matrix products.
-SMALL_STEP_FLOPS = 10_000_000
+# Below this many multiply-adds per run and training step a stack's ops run faster on one thread each
+# than split across TensorFlow's pool: circles dropout (5 runs, about 4e4 each) took 7-8 s that way
+# against 11-13 s; MNIST (about 1.4e8 per run) needs the pool for its matrix products.
+SMALL_STEP_FLOPS_PER_RUN = 2_000_000
 # The ModelSpec fields this engine writes out in ``StackedTrainer._forward`` and ``_penalty``: a spec
 # with any other field is refused (its runs train one at a time), never silently simplified.
 IMPLEMENTED = frozenset(
     {"input_dim", "hidden", "output_dim", "activation", "output_activation", "input_dropout", "hidden_dropout"}
     | {"l2", "l1", "max_norm"}
 )
+# Spawn key that sets the dropout streams apart from anything else derived from a run's seed.
+DROPOUT_STREAM = 0x64726F70
+
 # Optimizers that update every weight element by element: on stacked weights each run then gets exactly
 # its own update. One that looks at a whole tensor (a norm, as LAMB or clipnorm do) would mix the runs.
 ELEMENTWISE_OPTIMIZERS = frozenset({"sgd", "adam", "rmsprop"})
@@ -74,6 +79,11 @@ class Job:
     seed: int
     params: VariantParams
     test: tuple[np.ndarray, np.ndarray] | None = None
+
+
+def dropout_key(seed: int) -> int:
+    """The key of a run's own dropout stream, from its seed alone (``schedule.run_seed``: repeat and fold)."""
+    return int(np.random.SeedSequence([seed, DROPOUT_STREAM]).generate_state(1, np.uint32)[0])
 
 
 def group_key(job: Job) -> tuple:
@@ -135,6 +145,10 @@ class StackedTrainer:
     ):
         self.tf = tf = tensorflow_backend()
         self.params, self.input_dim, self.output_dim, self.runs = params, input_dim, output_dim, runs
+        # One more slot than runs: the last slot trains a copy of the last run and is thrown away. Eigen
+        # computes exp/log/sigmoid on whole SIMD packets but the buffer's last few elements one by one,
+        # with other rounding: without the spare slot the last run's bits would depend on its position.
+        self.slots = slots = runs + 1
         self.n_train, self.n_val, self.chunk_seconds = n_train, n_val, chunk_seconds
         self.spec = spec = ModelSpec.of(params, input_dim, output_dim)
         reason = refusal(params)
@@ -145,11 +159,11 @@ class StackedTrainer:
         self._activation = keras.activations.get(spec.activation)
         sizes = spec.layer_sizes
         self.kernels = [
-            keras.Variable(np.zeros((runs, a, b), np.float32), name=f"kernel_{i}")
+            keras.Variable(np.zeros((slots, a, b), np.float32), name=f"kernel_{i}")
             for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True))
         ]
         self.biases = [
-            keras.Variable(np.zeros((runs, b), np.float32), name=f"bias_{i}") for i, b in enumerate(sizes[1:])
+            keras.Variable(np.zeros((slots, b), np.float32), name=f"bias_{i}") for i, b in enumerate(sizes[1:])
         ]
         self.variables = [v for pair in zip(self.kernels, self.biases, strict=True) for v in pair]
         # Weight decay, like the penalties, on the hidden kernels only (models.undecayed_weights).
@@ -163,35 +177,49 @@ class StackedTrainer:
         signature = [
             x_spec,
             y_spec,
-            tf.TensorSpec([None, runs, n_train], tf.int32),  # per epoch, per run: pool rows in batch order
+            tf.TensorSpec([None, slots, n_train], tf.int32),  # per epoch, per run: pool rows in batch order
             x_spec,
             y_spec,
-            tf.TensorSpec([runs, n_val], tf.int32),  # per run: its validation rows in the pool
-            tf.TensorSpec([runs], tf.float32),  # input dropout rate per run
-            tf.TensorSpec([runs], tf.float32),  # hidden dropout rate per run
-            tf.TensorSpec([2], tf.int32),  # dropout stream seed
+            tf.TensorSpec([slots, n_val], tf.int32),  # per run: its validation rows in the pool
+            tf.TensorSpec([slots], tf.float32),  # input dropout rate per run
+            tf.TensorSpec([slots], tf.float32),  # hidden dropout rate per run
+            tf.TensorSpec([slots], tf.int64),  # per run: the key of its own dropout stream
             tf.TensorSpec([], tf.int32),  # first epoch of the chunk
         ]
         self._run_chunk = tf.function(self._chunk, input_signature=signature, autograph=False)
 
     # --- the model, written for stacked weights ----------------------------------
 
-    def _dropout(self, h, rate, seed):
+    def _dropout(self, h, rate, keys, counter):
+        """Each run's mask from its own stream: Philox keyed by the run, counter = (step, dropout site).
+
+        One stateless draw per run rather than one for the stack: a shared draw would make a run's masks
+        depend on its position in the stack and on the other runs there. Stateless ops are deterministic
+        on GPU as on CPU.
+        """
         tf = self.tf
         keep = 1.0 - rate[:, None, None]
-        uniform = tf.random.stateless_uniform(tf.shape(h), seed=seed)
+        shape = tf.shape(h)[1:]
+        uniform = tf.stack(
+            [tf.random.stateless_uniform(shape, seed=tf.stack([keys[run], counter])) for run in range(self.slots)]
+        )
         return tf.where(uniform < keep, h / keep, tf.zeros_like(h))
 
-    def _forward(self, x, training: bool, rates=None, seed=None):
-        """x: (runs, batch, features) -> predictions (runs, batch, outputs), as models.build_model's model."""
+    def _forward(self, x, training: bool, rates=None, keys=None, step=None):
+        """x: (runs, batch, features) -> predictions (runs, batch, outputs), as models.build_model's model.
+
+        ``step`` numbers the training step from the run's start; each dropout site (the input, then every
+        hidden layer) gets its own counter within it, so no two draws of a run ever share one.
+        """
         tf = self.tf
+        sites = 1 + len(self.kernels)
         h = x
         if training and self.spec.input_dropout > 0:
-            h = self._dropout(h, rates[0], seed + [0, 1])
+            h = self._dropout(h, rates[0], keys, step * sites)
         for layer, (kernel, bias) in enumerate(zip(self.kernels[:-1], self.biases[:-1], strict=True)):
             h = self._activation(tf.matmul(h, kernel) + bias[:, None, :])
             if training and self.spec.hidden_dropout > 0:
-                h = self._dropout(h, rates[1], seed + [0, 2 + layer])
+                h = self._dropout(h, rates[1], keys, step * sites + 1 + layer)
         logits = tf.matmul(h, self.kernels[-1]) + self.biases[-1][:, None, :]
         return tf.nn.softmax(logits) if self._categorical else tf.sigmoid(logits)
 
@@ -204,16 +232,16 @@ class StackedTrainer:
             if factor > 0
             for k in self.kernels[:-1]
         ]
-        return tf.add_n(terms) if terms else tf.zeros([self.runs])
+        return tf.add_n(terms) if terms else tf.zeros([self.slots])
 
     def _correct(self, y, predictions):
         return correct_predictions(self.tf, y, predictions, self._categorical)
 
-    def _chunk(self, x_pool, y_pool, orders, xv_pool, yv_pool, val_rows, input_rate, hidden_rate, seed, first_epoch):
+    def _chunk(self, x_pool, y_pool, orders, xv_pool, yv_pool, val_rows, input_rate, hidden_rate, keys, first_epoch):
         tf = self.tf
         batch_size = self.params.batch_size
         n_batches = math.ceil(self.n_train / batch_size)
-        val_batch = max(1, 16384 // self.runs)
+        val_batch = max(1, 16384 // self.slots)
         n_val_batches = math.ceil(self.n_val / val_batch)
         rates = (input_rate, hidden_rate)
 
@@ -221,9 +249,9 @@ class StackedTrainer:
             def train_step(batch, sums):
                 index = orders[epoch, :, batch * batch_size : (batch + 1) * batch_size]
                 x_batch, y_batch = tf.gather(x_pool, index), tf.gather(y_pool, index)
-                step_seed = tf.stack([seed[0], seed[1] + (first_epoch + epoch) * n_batches + batch])
+                step = tf.cast((first_epoch + epoch) * n_batches + batch, tf.int64)
                 with tf.GradientTape() as tape:
-                    predictions = self._forward(x_batch, True, rates, step_seed)
+                    predictions = self._forward(x_batch, True, rates, keys, step)
                     losses = tf.reduce_mean(self._loss(y_batch, predictions), axis=1) + self._penalty()
                     total = tf.reduce_sum(losses)
                 gradients = tape.gradient(total, self.variables)
@@ -244,7 +272,7 @@ class StackedTrainer:
 
             # Zeros made inside the body are constants Grappler folds away: with one batch per epoch
             # the epoch's loss is then that batch's loss exactly, not loss * size / size.
-            zeros = tf.zeros([self.runs])
+            zeros = tf.zeros([self.slots])
             loss_sum, correct_sum = graph_loop(tf, n_batches, train_step, (zeros, zeros), UNROLL_STEPS)
             val_loss_sum, val_correct = graph_loop(tf, n_val_batches, val_step, (zeros, zeros), UNROLL_STEPS)
             penalty = self._penalty()
@@ -259,7 +287,7 @@ class StackedTrainer:
     def reset(self, jobs: Sequence[Job]) -> None:
         """Each run starts from the weights ``build_model`` gives its own spec and seed; fresh optimizer state."""
         initial = []
-        for job in jobs:
+        for job in _padded(jobs):
             # The run's own model, dropout layers included: creating them draws from the seeded
             # generators, so leaving them out would change the Dense layers' initial weights.
             keras.utils.set_random_seed(job.seed)
@@ -300,6 +328,7 @@ class StackedTrainer:
         """
         if len(jobs) != self.runs:
             raise ValueError(f"this trainer was built for {self.runs} runs, got {len(jobs)}")
+        runs, jobs = len(jobs), _padded(jobs)
         tf = self.tf
         params = self.params
         x_pool, y_pool, x_offsets = _pool([job.data.x_train for job in jobs], [job.data.y_train for job in jobs])
@@ -317,12 +346,11 @@ class StackedTrainer:
             tf.constant([getattr(job.params, name) for job in jobs], tf.float32)
             for name in ("input_dropout", "hidden_dropout")
         ]
-        # The group's dropout stream: a function of every run's seed, so reruns repeat it exactly.
-        stream = tf.constant([int(np.random.default_rng([job.seed for job in jobs]).integers(2**31)), 0], tf.int32)
+        keys = tf.constant([dropout_key(job.seed) for job in jobs], tf.int64)
         inputs = [tf.constant(a, tf.float32) for a in (x_pool, y_pool)]
         val_inputs = [tf.constant(a, tf.float32) for a in (xv_pool, yv_pool)]
-        histories = [History() for _ in jobs]
-        alive = np.ones(len(jobs), bool)
+        histories = [History() for _ in range(runs)]
+        alive = np.ones(runs, bool)
         epoch, chunk = 0, 1
         while epoch < params.epochs and alive.any():
             if cancel is not None and cancel.is_set():
@@ -334,9 +362,9 @@ class StackedTrainer:
                 *val_inputs,
                 tf.constant(val_rows),
                 *rates,
-                stream,
+                keys,
                 tf.constant(epoch, tf.int32),
-            ).numpy()
+            ).numpy()[:, :runs]
             elapsed = time.perf_counter() - chunk_started
             for block in rows:
                 for run, values in enumerate(block):
@@ -351,16 +379,17 @@ class StackedTrainer:
     def evaluate(self, xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]) -> list[dict[str, float]]:
         """Inference-mode loss (with penalty) and accuracy of each run on its own set (equal sizes)."""
         tf = self.tf
+        xs, ys = [*xs, xs[-1]], [*ys, ys[-1]]  # the spare slot
         shared = _same(xs) and _same(ys)
         n = len(ys[0])
-        loss_sum, correct = np.zeros(self.runs), np.zeros(self.runs)
+        loss_sum, correct = np.zeros(self.slots), np.zeros(self.slots)
         # In slices, so that runs sharing a large set (MNIST) never hold one copy each.
-        step = max(1, 65536 // self.runs)
+        step = max(1, 65536 // self.slots)
 
         def rows(arrays: Sequence[np.ndarray], start: int):
             part = [a[start : start + step] for a in (arrays[:1] if shared else arrays)]
             if shared:
-                return tf.broadcast_to(tf.constant(part[0], tf.float32), [self.runs, *part[0].shape])
+                return tf.broadcast_to(tf.constant(part[0], tf.float32), [self.slots, *part[0].shape])
             return tf.constant(np.stack(part), tf.float32)
 
         for start in range(0, n, step):
@@ -369,7 +398,15 @@ class StackedTrainer:
             loss_sum += tf.reduce_sum(self._loss(y, predictions), axis=1).numpy()
             correct += tf.reduce_sum(self._correct(y, predictions), axis=1).numpy()
         loss = loss_sum / n + self._penalty().numpy()
-        return [{"loss": float(a), "accuracy": float(b)} for a, b in zip(loss, correct / n, strict=True)]
+        return [
+            {"loss": float(a), "accuracy": float(b)}
+            for a, b in zip(loss[: self.runs], correct[: self.runs] / n, strict=True)
+        ]
+
+
+def _padded(jobs: Sequence[Job]) -> list[Job]:
+    """The jobs and, in the spare slot (see ``StackedTrainer.slots``), a copy of the last."""
+    return [*jobs, jobs[-1]]
 
 
 def train_jobs(
@@ -386,8 +423,9 @@ def train_jobs(
     Each group (see ``group_key``) is split into up to ``parts`` contiguous parts of at least
     ``MIN_RUNS_PER_PART`` runs, and all parts (of all groups) train side by side in ``parts``
     threads: one stacked program keeps about one core busy (its ops are too small to spread), and
-    the compiled chunks run without the GIL. A part draws its own dropout
-    masks, so ``parts`` is a parameter of the results, not of the machine.
+    the compiled chunks run without the GIL. Every run draws its own dropout masks and TensorFlow's
+    threading is chosen from the variant alone, so ``parts`` and the other runs in a stack change
+    the speed, never a run's history.
 
     ``evaluations`` holds inference-mode ``train_eval_loss``/``train_eval_accuracy`` on the run's
     training rows and, when the job has a test set, ``test_loss``/``test_accuracy``. ``progress_for(job_indices)``
@@ -395,8 +433,9 @@ def train_jobs(
     ``History.seconds`` is its share of the wall time of training all of them.
     """
     split = plan_parts(jobs, parts)
-    largest = max(len(part) for part in split)
-    if len(split) > 1 or _step_flops(jobs[0].params, input_dim, output_dim, largest) < SMALL_STEP_FLOPS:
+    # From one run's size, not the stack's: the thread pool can change how a matrix product sums, so
+    # a choice that followed the number of seeds or parts would make a run's bits depend on them.
+    if _step_flops(jobs[0].params, input_dim, output_dim, 1) < SMALL_STEP_FLOPS_PER_RUN:
         _one_thread_per_op()
     started = time.perf_counter()
     # Trainers are built, reset and traced here, one after another: reset seeds Keras' global
@@ -439,8 +478,8 @@ def plan_parts(jobs: Sequence[Job], parts: int) -> list[list[int]]:
     """The job indices of each stacked part: every group (``group_key``) split into up to ``parts``
     contiguous parts of at least ``MIN_RUNS_PER_PART`` runs.
 
-    The one place that decides the stacking: the Ray executor sends exactly these parts as tasks,
-    so a part trained there draws the same dropout masks as the same part trained here.
+    The one place that decides the stacking: the Ray executor sends exactly these parts as tasks.
+    Stacking changes speed only (each run has its own streams), so this is free to change.
     """
     groups: dict[tuple, list[int]] = {}
     for index, job in enumerate(jobs):

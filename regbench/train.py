@@ -15,7 +15,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from regbench import datasets, provenance, records
+from regbench import datasets, provenance, records, runstore
 from regbench.config import ExperimentParams, Member, Params, Variant
 from regbench.io import write_json
 from regbench.plots import plot_learning_curves
@@ -28,11 +28,15 @@ METRICS_FILE = "metrics.json"
 MANIFEST = "manifest.json"
 
 
-def train(params: Params, run_name: str, out_dir: Path, tracker: Tracker | None = None) -> dict[str, Any]:
+def train(
+    params: Params, run_name: str, out_dir: Path, tracker: Tracker | None = None, reuse_from: Path | None = None
+) -> dict[str, Any]:
     """Train the stage's runs into ``out_dir``; with a tracker, its parent run is left open.
 
-    The caller ends it (``tracker.end_stage_run``): FINISHED only once ``out_dir`` is in place, else
-    FAILED or KILLED (stages/train.py).
+    Runs found in the run store of ``reuse_from`` (the stage's previous outputs) with the same identity
+    are read back, not trained: growing a seed list trains only the new seeds (regbench.runstore).
+    The caller ends the parent run (``tracker.end_stage_run``): FINISHED only once ``out_dir`` is in
+    place, else FAILED or KILLED (stages/train.py).
     """
     experiment, variant = params.run(run_name)
     data = datasets.load(Path("data/prepared") / experiment.data)
@@ -40,7 +44,12 @@ def train(params: Params, run_name: str, out_dir: Path, tracker: Tracker | None 
     folds = cv_folds(experiment, data)
     members = [dataclasses.replace(m, params=effective_params(m.params, params)) for m in variant.members]
     seeds = experiment.seeds_of(variant.name)
-    progress = Progress(stage, len(members) * len(seeds) * len(folds))
+    specs = run_specs(params, seeds, members, data, folds)
+    identities = _identities(params, experiment.name, specs, data.manifest["content_digest"])
+    keys = [runstore.key(identity) for identity in identities]
+    stored = runstore.load(reuse_from, keys) if reuse_from is not None else {}
+    to_train = [index for index, run_key in enumerate(keys) if run_key not in stored]
+    progress = Progress(stage, len(to_train))
     context = {
         "stage": stage,
         "git_revision": provenance.git_revision(),
@@ -54,28 +63,35 @@ def train(params: Params, run_name: str, out_dir: Path, tracker: Tracker | None 
             "engine": params.train.engine,
             "seeds": list(seeds),
             "members": len(members),
+            "runs_trained": len(to_train),
+            "runs_reused": len(specs) - len(to_train),
             **flatten(to_plain(members[0].params)),
         }
         parent = start_stage_run(tracker, run_name, context, variant.name, settings)
-    specs = run_specs(params, seeds, members, data, folds)
     children = ChildRuns(tracker, parent, context, params.train.mlflow_max_steps)
     executor: dict[str, Any] = {}
     try:
-        results = train_all(params, specs, data, children, progress, stage, executor)
+        trained = train_all(params, [specs[i] for i in to_train], data, children, progress, stage, executor)
     finally:
         progress.close()
-    runs = records.to_runs(results)
+    for index, result in zip(to_train, trained, strict=True):
+        stored[keys[index]] = runstore.entry(identities[index], result.history, result.evaluations, result.run_id)
     out_dir.mkdir(parents=True, exist_ok=True)
+    runstore.write(out_dir, {run_key: stored[run_key] for run_key in keys})
+    # Every run, new or reused, is read back the same way: both give the same bytes downstream.
+    results = [_result(spec, stored[run_key]) for spec, run_key in zip(specs, keys, strict=True)]
+    runs = records.to_runs(results)
     records.write(out_dir, runs)
     records.write_curves(out_dir / records.CURVES, runs, [m.label for m in members])
     cv = experiment.defaults.validation == "cv"
     summary = records.summarize(runs, [(m.label, m.grid_value) for m in members], cv)
     write_json(out_dir / METRICS_FILE, summary if len(members) > 1 else next(iter(summary.values())))
-    seconds = round(sum(r.history.seconds for r in results), 2)
+    seconds = round(sum(results[i].history.seconds for i in to_train), 2)
     experiment_id = tracker.experiment_id if tracker is not None else None
     manifest = _manifest(params, experiment, variant, members, data, context, parent, experiment_id, seconds)
     # Where the runs trained (the Ray tasks and their nodes); the results do not depend on it.
     manifest["executor"] = executor
+    manifest["runs"] = {"trained": len(to_train), "reused": len(specs) - len(to_train)}
     write_json(out_dir / MANIFEST, manifest)
     if tracker is not None and parent is not None:
         # The parent run stays RUNNING: the stage ends it FINISHED once these outputs are in place.
@@ -89,6 +105,38 @@ def train(params: Params, run_name: str, out_dir: Path, tracker: Tracker | None 
             plot_learning_curves(curves, figure, run_name, params.report.max_curve_points, "member")
             tracker.log_artifact(parent, figure)
     return summary
+
+
+def _identities(params: Params, experiment: str, specs, data_digest: str) -> list[dict[str, Any]]:
+    """Each run's identity (regbench.runstore): its own settings, seed and fold, and what all share."""
+    versions = provenance.library_versions()
+    setup = {
+        "data_digest": data_digest,
+        "engine": params.train.engine,
+        "deterministic": params.train.deterministic,
+        "max_train_samples": params.train.max_train_samples,
+        "code": runstore.code_digest(),
+        "libraries": {name: versions.get(name) for name in runstore.TRAINING_LIBRARIES},
+    }
+    return [
+        runstore.identity(experiment, to_plain(spec.member.params), spec.member.grid_value, spec.seed, spec.fold, setup)
+        for spec in specs
+    ]
+
+
+def _result(spec, stored: dict[str, Any]) -> records.RunResult:
+    member = spec.member
+    history = runstore.history_of(stored)
+    return records.RunResult(
+        member.label,
+        member.grid_value,
+        spec.repeat,
+        spec.seed,
+        spec.fold,
+        history,
+        stored["evaluations"],
+        stored["mlflow_run_id"],
+    )
 
 
 def _manifest(

@@ -31,7 +31,7 @@ def main(argv: list[str]) -> None:
     out = Path("results/train") / run_name
     try:
         with killed_on_signal(), atomic_directory(out) as out_dir:
-            summary = train(params, run_name, out_dir, tracker)
+            summary = train(params, run_name, out_dir, tracker, reuse_from=out)
     except BaseException as error:
         tracker.end_stage_run("KILLED" if isinstance(error, StageKilled | KeyboardInterrupt) else "FAILED")
         raise

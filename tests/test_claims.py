@@ -17,7 +17,7 @@ SETTINGS = config.ClaimsParams(confidence=0.95, bootstrap_resamples=2000, bootst
 
 def run_with(repeat=0, fold=None, status="ok", finals=None, **curves) -> claims.Run:
     series = {m: np.asarray(curves.get(m, [0.0, 0.0, 0.0]), float) for m in claims.EPOCH_METRICS}
-    return claims.Run("v", repeat, fold, status, series, finals or {})
+    return claims.Run("v", repeat, fold, status, series, finals or {}, seed=repeat)
 
 
 def measure(kind, run, metric="val_loss", **extra):

@@ -27,7 +27,7 @@ def specs_for(engine: str, seeds: int, variant: str = "dropout_grid"):
     data = datasets.PreparedData(arrays, {})
     experiment = params.experiments["circles"]
     members = list(experiment.variants[variant].members)
-    return params, run_specs(params, experiment, members, data, cv_folds(experiment, data))
+    return params, run_specs(params, experiment.seeds_of(variant), members, data, cv_folds(experiment, data))
 
 
 # The 9-member dropout grid: 9 runs make one part (fewer than 2 x MIN_RUNS_PER_PART), 27 runs two (stack_parts).

@@ -284,3 +284,35 @@ def test_an_error_in_one_part_stops_the_others(monkeypatch):
 
     with pytest.raises(KeyboardInterrupt):
         stacked.train_jobs(jobs, 2, 1, 0.2, lambda indices: failing_progress, lambda *done: None, parts=2)
+
+
+@pytest.mark.parametrize("name", ["circles-dropout", "sonar-input_and_hidden_dropout"])
+def test_a_dropout_run_is_the_same_in_any_stack_and_any_part(monkeypatch, name):
+    """Run identity: seed 3's history does not depend on the runs beside it or on the stack's parts."""
+    monkeypatch.setattr(stacked, "MIN_RUNS_PER_PART", 1)
+    if name == "circles-dropout":
+        params, data = variant("circles", "dropout", hidden=(16,), epochs=25), toy_data(n=60, d=2)
+    else:
+        params = variant("sonar", "hidden_dropout", hidden=(8, 4), epochs=6, batch_size=8, input_dropout=0.2)
+        data = toy_data()
+    dims = data.x_train.shape[1]
+
+    def seed_3(seeds, parts):
+        finished = {}
+        jobs = [stacked.Job(data, seed, params) for seed in seeds]
+        done = lambda i, h, e: finished.__setitem__(i, (h, e))  # noqa: E731
+        stacked.train_jobs(jobs, dims, 1, 1.0, lambda indices: None, done, parts=parts)
+        history, evaluations = finished[seeds.index(3)]
+        return history.metrics, evaluations
+
+    alone = seed_3([3], parts=1)
+    assert alone == seed_3([0, 1, 2, 3, 4], parts=1)
+    assert alone == seed_3([0, 1, 2, 3, 4], parts=2)
+    assert alone == seed_3([7, 3], parts=1)
+    assert alone == seed_3([3, 7], parts=2)
+    # And the masks do depend on the run's own seed: seed 4 alone trains differently.
+    finished = {}
+    stacked.train_jobs(
+        [stacked.Job(data, 4, params)], dims, 1, 1.0, lambda i: None, lambda i, h, e: finished.update(h=h)
+    )
+    assert finished["h"].metrics != alone[0]

@@ -1,0 +1,132 @@
+"""The run store: one file per trained run, keyed by the run's identity, so a stage trains only new runs.
+
+A run's history is a pure function of its identity (``identity``: experiment, effective settings, grid
+member, seed, fold, row cap, prepared-data digest, engine, determinism, the training code and the
+libraries that run it; see the run-identity tests). So when a stage reruns because its seed list grew,
+the runs it already has are read back instead of trained again, and the stage's outputs are the same
+bytes as those of a run from scratch with the final seed list.
+
+Layout: ``results/train/<stage>/runs/<key>.json``, a DVC output of the stage (cached, ``persist: true``:
+DVC keeps it when the stage reruns). The stage writes exactly the runs its seed list uses, so
+``dvc.lock`` records what was used; a run dropped from the list is dropped from the store (shrinking
+trains nothing, growing back trains it again). A clean clone has no store and trains everything, to the
+same results. Curves are kept as float32 bytes (base64): exact, and a fifth of their decimal text.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from regbench.io import read_json, write_json
+
+DIRECTORY = "runs"
+FORMAT = 1
+# The libraries whose kernels compute a run: another version may round differently.
+TRAINING_LIBRARIES = ("python", "tensorflow", "keras", "numpy")
+
+
+def code_digest(prefixes: Sequence[str] = ("regbench", "stages")) -> str:
+    """Digest of the source of every loaded module of this project: the code that trains the runs.
+
+    Taken from what the process has imported rather than a list kept by hand, so a new module cannot be
+    forgotten. A change anywhere in that code retrains every run when the stage next reruns.
+    """
+    digest = hashlib.sha256()
+    for name in sorted(sys.modules):
+        module = sys.modules[name]
+        path = getattr(module, "__file__", None)
+        if path is None or not any(name == p or name.startswith(p + ".") for p in prefixes):
+            continue
+        digest.update(name.encode() + b"\0" + Path(path).read_bytes() + b"\0")
+    return digest.hexdigest()
+
+
+def identity(
+    experiment: str,
+    member_params: Mapping[str, Any],
+    grid_value: float | None,
+    seed: int,
+    fold: int | None,
+    setup: Mapping[str, Any],
+) -> dict[str, Any]:
+    """What a run's history is a function of; ``setup`` holds what all runs of the stage share."""
+    return {
+        "experiment": experiment,
+        "params": member_params,
+        "grid_value": grid_value,
+        "seed": seed,
+        "fold": fold,
+        **setup,
+    }
+
+
+def key(run_identity: Mapping[str, Any]) -> str:
+    canonical = json.dumps(run_identity, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
+def _encode(values: Sequence[float]) -> str:
+    return base64.b64encode(np.asarray(values, "<f4").tobytes()).decode("ascii")
+
+
+def _decode(text: str) -> list[float]:
+    return np.frombuffer(base64.b64decode(text), "<f4").astype(float).tolist()
+
+
+def entry(run_identity: Mapping[str, Any], history, evaluations: Mapping[str, float], run_id: str | None) -> dict:
+    """A stored run: its identity, how it ended, its curves (float32, as trained) and evaluations."""
+    return {
+        "format": FORMAT,
+        "identity": dict(run_identity),
+        "status": history.status,
+        "diverged_epoch": history.diverged_epoch,
+        "seconds": history.seconds,
+        "metrics": {name: _encode(values) for name, values in history.metrics.items()},
+        "evaluations": dict(evaluations),
+        "mlflow_run_id": run_id,
+    }
+
+
+def history_of(stored: Mapping[str, Any]):
+    """The engine History a stored run was written from."""
+    # Imported here: engine imports Keras, which a reader of the store alone need not load.
+    from regbench.engine import History
+
+    return History(
+        metrics={name: _decode(text) for name, text in stored["metrics"].items()},
+        status=stored["status"],
+        diverged_epoch=stored["diverged_epoch"],
+        seconds=stored["seconds"],
+    )
+
+
+def load(stage_dir: Path, wanted: Iterable[str]) -> dict[str, dict[str, Any]]:
+    """The stored runs among ``wanted`` keys found under ``stage_dir``; unreadable files count as absent."""
+    directory = Path(stage_dir) / DIRECTORY
+    found = {}
+    for run_key in wanted:
+        path = directory / f"{run_key}.json"
+        if not path.is_file():
+            continue
+        try:
+            stored = read_json(path)
+        except (OSError, ValueError):
+            continue  # a damaged file: the run trains again
+        if stored.get("format") == FORMAT and key(stored.get("identity", {})) == run_key:
+            found[run_key] = stored
+    return found
+
+
+def write(stage_dir: Path, entries: Mapping[str, Mapping[str, Any]]) -> None:
+    directory = Path(stage_dir) / DIRECTORY
+    directory.mkdir(parents=True, exist_ok=True)
+    for run_key, stored in entries.items():
+        write_json(directory / f"{run_key}.json", stored)
