@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import subprocess
@@ -75,8 +76,10 @@ def test_growing_seeds_keeps_params_yaml_comments_and_validates(tmp_path):
 
 
 def test_decide_refuses_without_sequential_verdicts():
+    raw = copy.deepcopy(real_params())
+    raw["decide"]["sequential"] = False
     with pytest.raises(ValueError, match="decide.sequential"):
-        decide.run(lambda: config.parse(real_params()), repro=lambda: None)
+        decide.run(lambda: config.parse(raw), repro=lambda: None)
 
 
 @pytest.mark.pipeline
