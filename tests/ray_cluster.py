@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -50,6 +51,7 @@ class LoopbackCluster:
         self.holder = subprocess.Popen(["unshare", "-n", "sleep", "infinity"], start_new_session=True)
         self.nodes: list[int] = []  # process group ids, one per node
         self.address = f"127.0.0.1:{PORT}"
+        self.token = secrets.token_hex(32)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             # Up once the holder has exec'd sleep inside the new namespace.
@@ -62,8 +64,23 @@ class LoopbackCluster:
         return ["nsenter", "-t", str(self.holder.pid), "-n"]
 
     def env(self, **extra: str) -> dict[str, str]:
+        """The environment of the nodes and of every driver: the cluster's address and its own token.
+
+        Ray turns token authentication on by default for some clusters from 2.59 on and otherwise reads
+        ~/.ray/auth_token, which another Ray session on the machine may have written: a worker then
+        failed to join ("InvalidAuthToken"). One explicit token per cluster, on every node and driver,
+        makes the test cluster independent of the machine's Ray state.
+        """
         path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
-        return {**os.environ, "PATH": path, "RAY_ADDRESS": self.address, "RAY_USAGE_STATS_ENABLED": "0", **extra}
+        auth = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": self.token}
+        return {
+            **os.environ,
+            "PATH": path,
+            "RAY_ADDRESS": self.address,
+            "RAY_USAGE_STATS_ENABLED": "0",
+            **auth,
+            **extra,
+        }
 
     def _ray_start(self, *args: str) -> int:
         ray = str(Path(sys.executable).parent / "ray")

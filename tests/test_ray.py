@@ -47,7 +47,13 @@ def executor_record(repo: Path, stage: str) -> dict:
 
 
 def repro(cluster: LoopbackCluster, repo: Path, *stages: str) -> subprocess.Popen:
-    """``dvc repro -f -s`` of the stages inside the cluster's namespace (the executor is not a stage param)."""
+    """``dvc repro -f -s`` of the stages inside the cluster's namespace (the executor is not a stage param).
+
+    The stages' run stores go first: their runs have the same identity on Ray, so they would be read
+    back, not trained again (regbench/runstore.py), and nothing would reach the cluster.
+    """
+    for stage in stages:
+        shutil.rmtree(repo / "results/train" / stage / "runs", ignore_errors=True)
     command = cluster.prefix() + [sys.executable, "-m", "dvc", "repro", "-f", "-s", *(f"train@{s}" for s in stages)]
     return subprocess.Popen(command, cwd=repo, env=cluster.env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
 
