@@ -91,6 +91,18 @@ def real_params() -> dict:
     return yaml.safe_load((REPO_ROOT / "params.yaml").read_text())
 
 
+def without_variant_seeds(raw: dict) -> dict:
+    """Drop the per-variant seed lists (grown by ./run.sh decide): every variant takes its experiment's seeds.
+
+    Tests that count runs or plan seeds start from the experiment's list, whatever the committed run grew.
+    """
+    for experiment in registry():
+        for variant in (raw.get(experiment) or {}).get("variants", {}).values():
+            if isinstance(variant, dict):
+                variant.pop("seeds", None)
+    return raw
+
+
 def shrunk_params(
     mirror: Path, runs: dict[str, list[str]], epochs: int = 2, seeds=(0, 1), digests_from: Path | None = None
 ) -> dict:
@@ -119,6 +131,7 @@ def shrunk_params(
         raw[experiment]["variants"] = {v: raw[experiment]["variants"][v] for v in runs[experiment]}
         for variant in runs[experiment]:
             raw["train"]["runs"][f"{experiment}-{variant}"] = {"experiment": experiment, "variant": variant}
+    without_variant_seeds(raw)  # the shrunk seed list applies to every variant
     raw["claims"]["bootstrap_resamples"] = 200
     raw["claims"]["on_missing_variant"] = "not_run"  # the claims of the variants left out above
     return raw

@@ -13,11 +13,20 @@ import pytest
 import yaml
 
 from regbench import config, decide
-from tests.conftest import REPO_ROOT, copy_repo, dvc, dvc_env, real_params, shrunk_params, write_params
+from tests.conftest import (
+    REPO_ROOT,
+    copy_repo,
+    dvc,
+    dvc_env,
+    real_params,
+    shrunk_params,
+    without_variant_seeds,
+    write_params,
+)
 
 
 def params_with(seeds: dict[str, list[int]] | None = None, **decide_settings) -> config.Params:
-    raw = real_params()
+    raw = without_variant_seeds(real_params())
     raw["decide"].update({"sequential": True, **decide_settings})
     for variant, variant_seeds in (seeds or {}).items():
         raw["circles"]["variants"][variant] = {**(raw["circles"]["variants"][variant] or {}), "seeds": variant_seeds}

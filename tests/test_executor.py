@@ -9,11 +9,11 @@ from regbench import config, datasets
 from regbench.executor import plan_units
 from regbench.schedule import cv_folds, run_specs
 from regbench.stacked import MIN_RUNS_PER_PART, plan_parts
-from tests.conftest import real_params
+from tests.conftest import real_params, without_variant_seeds
 
 
 def specs_for(engine: str, seeds: int, variant: str = "dropout_grid"):
-    raw = copy.deepcopy(real_params())
+    raw = without_variant_seeds(copy.deepcopy(real_params()))
     raw["circles"]["seeds"] = list(range(seeds))
     raw["train"]["engine"] = engine
     params = config.parse(raw)
