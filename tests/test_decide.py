@@ -99,9 +99,11 @@ def test_decide_refuses_without_sequential_verdicts():
 def test_decide_end_to_end_grows_undecided_claims_and_a_plain_repro_reproduces_the_verdicts(tmp_path, mirror):
     runs = {"circles": ["overfit", "dropout", "maxnorm"]}
     raw = shrunk_params(mirror, runs, epochs=2, seeds=(0, 1, 2))
-    raw["decide"].update(sequential=True, start=3, batch=1, max_repeats=4)
+    raw["decide"].update(sequential=True, start=3, batch=1, max_repeats=4, budget_runs=None, budget_seconds=None)
     repo = copy_repo(tmp_path / "decide")
     write_params(repo, raw)
+    # A fresh loop: the committed rounds (the real run's) would be continued and counted against the budget.
+    (repo / "reports/decide_rounds.json").write_text(json.dumps({"rounds": [], "stopped": None}) + "\n")
     env = {k: v for k, v in dvc_env().items() if k not in ("MLFLOW_TRACKING_URI", "REGBENCH_MIRROR")}
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "stages.decide"], cwd=repo, env=env, capture_output=True, text=True)
