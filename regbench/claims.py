@@ -325,7 +325,7 @@ def contrast(claim: Claim, values: Mapping[str, dict[int, Any]]) -> tuple[list[i
     the largest absolute difference (the curves must stay within the margin at every epoch).
     """
     terms = claim.test.terms
-    repeats = sorted(set.intersection(*(set(values[term.key]) for term in terms)))
+    repeats = common_repeats(claim, values)
     if claim.measure.kind != "curve":
         return repeats, np.asarray([sum(t.sign * values[t.key][r] for t in terms) for r in repeats], float)
     sample = []
@@ -378,7 +378,7 @@ def judge(claim: Claim, values: Mapping[str, dict[int, Any]], settings: ClaimsPa
 
 
 def common_repeats(claim: Claim, values: Mapping[str, dict[int, Any]]) -> list[int]:
-    """The repeats a claim can use, in order: those every term of its contrast has (see ``contrast``)."""
+    """The repeats (seeds) a claim can use, in order: those every term of its contrast has."""
     return sorted(set.intersection(*(set(values[term.key]) for term in claim.test.terms)))
 
 

@@ -324,7 +324,7 @@ class StackedTrainer:
             # Each run's weights in the corner of its padded slot; the padding is zero.
             stacked_weights = np.zeros(variable.shape, np.float32)
             for run, weights in enumerate(initial):
-                stacked_weights[(run, *(slice(0, n) for n in weights[index].shape))] = weights[index]
+                stacked_weights[_in_slot(run, weights[index].shape)] = weights[index]
             variable.assign(stacked_weights)
         for variable, value in zip(self.optimizer.variables, self._optimizer_initial, strict=True):
             variable.assign(value)
@@ -333,10 +333,7 @@ class StackedTrainer:
         """One run's kernels and biases as its Keras model has them (without the padding)."""
         real = self.spec.layer_sizes
         shapes = [shape for a, b in zip(real[:-1], real[1:], strict=True) for shape in ((a, b), (b,))]
-        return [
-            variable.numpy()[(run, *(slice(0, n) for n in shape))]
-            for variable, shape in zip(self.variables, shapes, strict=True)
-        ]
+        return [variable.numpy()[_in_slot(run, shape)] for variable, shape in zip(self.variables, shapes, strict=True)]
 
     def train(self, jobs: Sequence[Job], progress: ProgressFn | None = None) -> list[History]:
         """Reset to the jobs' initial weights, then train them."""
@@ -435,6 +432,11 @@ class StackedTrainer:
             {"loss": float(a), "accuracy": float(b)}
             for a, b in zip(loss[: self.runs], correct[: self.runs] / n, strict=True)
         ]
+
+
+def _in_slot(run: int, shape: tuple[int, ...]) -> tuple:
+    """The index of a run's own (unpadded) weights in its slot of a stacked, padded variable."""
+    return (run, *(slice(0, n) for n in shape))
 
 
 def _padded(jobs: Sequence[Job]) -> list[Job]:

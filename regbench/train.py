@@ -49,6 +49,7 @@ def train(
     keys = [runstore.key(identity) for identity in identities]
     stored = runstore.load(reuse_from, keys) if reuse_from is not None else {}
     to_train = [index for index, run_key in enumerate(keys) if run_key not in stored]
+    reused = len(specs) - len(to_train)
     progress = Progress(stage, len(to_train))
     context = {
         "stage": stage,
@@ -64,7 +65,7 @@ def train(
             "seeds": list(seeds),
             "members": len(members),
             "runs_trained": len(to_train),
-            "runs_reused": len(specs) - len(to_train),
+            "runs_reused": reused,
             **flatten(to_plain(members[0].params)),
         }
         parent = start_stage_run(tracker, run_name, context, variant.name, settings)
@@ -91,7 +92,7 @@ def train(
     manifest = _manifest(params, experiment, variant, members, data, context, parent, experiment_id, seconds)
     # Where the runs trained (the Ray tasks and their nodes); the results do not depend on it.
     manifest["executor"] = executor
-    manifest["runs"] = {"trained": len(to_train), "reused": len(specs) - len(to_train)}
+    manifest["runs"] = {"trained": len(to_train), "reused": reused}
     write_json(out_dir / MANIFEST, manifest)
     if tracker is not None and parent is not None:
         # The parent run stays RUNNING: the stage ends it FINISHED once these outputs are in place.
