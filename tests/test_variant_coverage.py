@@ -1,9 +1,11 @@
 """Every variant setting is honoured by every engine or refused by the stacked engine: none is silently dropped.
 
-The table below classifies each field of ``VariantParams`` (and of its optimizer). A new field that is
-not in it fails ``test_every_variant_setting_is_classified``: decide whether both engines honour it
-(then add a value to COMPARED, and the comparison with ``model.fit`` must pass) or the stacked engine
-refuses it (REFUSED, and ``stacked.refusal`` must say so).
+The table below classifies each field of ``VariantParams``, of its optimizer and of the optimizer's
+learning-rate decay (an optional group: ``optimizer.decay`` itself, on against off, and each of its own
+fields). A new field anywhere in them that is not in the table fails
+``test_every_variant_setting_is_classified``: decide whether both engines honour it (then add a value
+to COMPARED, and the comparison with ``model.fit`` must pass) or the stacked engine refuses it
+(REFUSED, and ``stacked.refusal`` must say so).
 """
 
 import dataclasses
@@ -31,6 +33,10 @@ COMPARED = {
     "optimizer.momentum": 0.3,
     "optimizer.weight_decay": 0.05,
     "optimizer.decay": config.DecayParams("inverse_time", 0.5, 3),
+    # Each field of the decay, changed from the value above (BASE has no decay).
+    "optimizer.decay.kind": "exponential",
+    "optimizer.decay.rate": 0.9,
+    "optimizer.decay.steps": 7,
     "loss": "categorical_crossentropy",
     "epochs": 6,
     "batch_size": 5,
@@ -49,25 +55,53 @@ REFUSED: dict[str, typing.Any] = {}
 
 
 def setting_names(cls, prefix="") -> list[str]:
-    """Every field of ``cls``, nested dataclasses (the optimizer) as ``outer.inner``."""
+    """Every field of ``cls``, nested dataclasses as ``outer.inner``, at any depth.
+
+    A required group (the optimizer) is its fields; an optional one (``DecayParams | None``) is itself
+    (on or off) and its fields, so that a field added to it is not missed either.
+    """
     names = []
     hints = typing.get_type_hints(cls)
     for field in dataclasses.fields(cls):
-        if dataclasses.is_dataclass(hints[field.name]):
-            names += setting_names(hints[field.name], f"{prefix}{field.name}.")
+        hint = hints[field.name]
+        groups = [t for t in typing.get_args(hint) if dataclasses.is_dataclass(t)]
+        if dataclasses.is_dataclass(hint):
+            names += setting_names(hint, f"{prefix}{field.name}.")
+        elif groups:
+            (group,) = groups
+            names.append(prefix + field.name)
+            names += setting_names(group, f"{prefix}{field.name}.")
         else:
             names.append(prefix + field.name)
     return names
+
+
+def _replaced(group, path: str, value, prefix: str = ""):
+    """``group`` with the field at the dotted ``path`` set to ``value``; an optional group that is off
+    (None) starts from its COMPARED value, so only the one field differs from that."""
+    head, _, rest = path.partition(".")
+    if not rest:
+        return dataclasses.replace(group, **{head: value})
+    inner = getattr(group, head)
+    if inner is None:
+        inner = COMPARED[prefix + head]
+    return dataclasses.replace(group, **{head: _replaced(inner, rest, value, f"{prefix}{head}.")})
+
+
+def setting_value(group, path: str, prefix: str = ""):
+    """The value at the dotted ``path``, reading an optional group that is off as its COMPARED value."""
+    head, _, rest = path.partition(".")
+    inner = getattr(group, head)
+    if not rest:
+        return inner
+    return setting_value(COMPARED[prefix + head] if inner is None else inner, rest, f"{prefix}{head}.")
 
 
 def with_setting(params: config.VariantParams, name: str, value) -> config.VariantParams:
     if name == "optimizer.name" and value != "sgd":
         # Only SGD takes a momentum: config.OptimizerParams refuses one given to another optimizer.
         return dataclasses.replace(params, optimizer=dataclasses.replace(params.optimizer, name=value, momentum=0.0))
-    if "." in name:
-        outer, inner = name.split(".")
-        return dataclasses.replace(params, **{outer: dataclasses.replace(getattr(params, outer), **{inner: value})})
-    return dataclasses.replace(params, **{name: value})
+    return _replaced(params, name, value)
 
 
 def test_every_variant_setting_is_classified():
@@ -93,7 +127,8 @@ def reference(params, data, seed, output_dim):
 @pytest.mark.parametrize("name", sorted(COMPARED))
 def test_both_engines_honour_the_setting_as_model_fit_does(name):
     params = with_setting(BASE, name, COMPARED[name])
-    assert getattr(params, name.split(".")[0]) != getattr(BASE, name.split(".")[0]), "the value must change BASE"
+    assert setting_value(BASE, name) != COMPARED[name], "the value must change the setting"
+    assert setting_value(params, name) == COMPARED[name]
     categorical = params.loss == "categorical_crossentropy"
     output_dim = 2 if categorical else 1
     datas = [toy_data(seed=s, categorical=categorical) for s in (0, 1)]
