@@ -371,10 +371,22 @@ def judge(claim: Claim, values: Mapping[str, dict[int, Any]], settings: ClaimsPa
         low, high = stats.bca_interval(sample, settings.confidence, settings.bootstrap_resamples, seed)
         result["bca_interval"] = [low, high]
     if len(repeats) < settings.min_repeats:
+        _undecided(result, settings.min_repeats)
         result["reason"] = f"only {len(repeats)} repeats (claims.min_repeats = {settings.min_repeats})"
-        result["verdict"] = "inconclusive"
         result["decided_by"] = "too few repeats"
     return result
+
+
+def _undecided(result: dict[str, Any], fewest: int) -> None:
+    """Make a verdict inconclusive because it rests on fewer than ``fewest`` repeats; its repeats needed are
+    then at least ``fewest`` (a decided one: exactly that), not "no number of repeats would decide"."""
+    if "repeats_needed" in result:
+        needed = result["repeats_needed"]
+        if result["verdict"] != "inconclusive":
+            result["repeats_needed"] = fewest
+        elif needed is not None:
+            result["repeats_needed"] = max(needed, fewest)
+    result["verdict"] = "inconclusive"
 
 
 def common_repeats(claim: Claim, values: Mapping[str, dict[int, Any]]) -> list[int]:
@@ -392,9 +404,8 @@ def judge_sequential(
     15 repeats by ./run.sh decide gets the same verdict from a plain dvc repro of the final params.
     Repeats beyond the last look reached are not used (they await the next look).
     """
-    alpha = stats.one_sided_alpha(settings.confidence)
-    looks = stats.look_schedule(decide.start, decide.batch, decide.max_repeats)
-    alphas = stats.look_alphas(looks, alpha, decide.spending)
+    schedule = look_levels(decide, stats.one_sided_alpha(settings.confidence))
+    looks, alphas = tuple(schedule), tuple(schedule.values())
     available = common_repeats(claim, values)
     history: list[dict[str, Any]] = []
     result: dict[str, Any] | None = None
@@ -411,7 +422,7 @@ def judge_sequential(
                 "repeats": repeats,
                 "alpha_one_sided": look_alpha,
                 "verdict": result["verdict"],
-                **{key: result[key] for key in ("mean", "ci_low", "ci_high") if key in result},
+                **{key: result[key] for key in ("mean", "ci_low", "ci_high", "p_value") if key in result},
             }
         )
         if result["verdict"] != "inconclusive":
@@ -428,9 +439,9 @@ def judge_sequential(
     if result is None:
         # Fewer repeats than the first look: judged as usual for the numbers, but not decided.
         result = judge(claim, values, settings)
+        _undecided(result, decide.start)
         result.update(
             {
-                "verdict": "inconclusive",
                 "decided_by": "before the first look",
                 "reason": f"{len(available)} repeats, fewer than decide.start = {decide.start}",
             }
@@ -441,6 +452,16 @@ def judge_sequential(
             f"(mean effect {result.get('mean', float('nan')):.4g})"
         )
     result["confidence"] = 1.0 - 2.0 * history[-1]["alpha_one_sided"] if history else settings.confidence
+    if "p_value" in result:
+        # The p-value of the whole procedure (stats.sequential_p), which Holm across claims uses: the deciding
+        # look's own p is not valid after stopping at the first decision. Looks forced inconclusive by
+        # claims.min_repeats are left out (still valid: fewer looks only raise the minimum), so this p is
+        # below alpha exactly when the claim is reproduced. No look reached: no test made, p = 1.
+        p_by_look = [math.nan] * len(alphas)
+        for look in history:
+            if look["repeats"] >= settings.min_repeats and "p_value" in look:
+                p_by_look[look["look"] - 1] = look["p_value"]
+        result["p_sequential"] = float(stats.sequential_p(p_by_look, alphas)[0])
     result["sequential"] = sequential
     return result
 
@@ -570,24 +591,65 @@ def holm(p_values: Mapping[str, float]) -> dict[str, float]:
     return adjusted
 
 
-def family_caveat(repeats: Sequence[int], family: int, alpha: float, exact_max: int) -> str | None:
-    """In words, when the distribution-free test cannot make any claim of the family significant at this n."""
+def family_caveat(
+    repeats: Sequence[int],
+    family: int,
+    alpha: float,
+    exact_max: int,
+    look_alphas: Mapping[int, float] | None = None,
+) -> str | None:
+    """In words, which claims the distribution-free test cannot make family-wise significant at their n.
+
+    ``repeats``: each directional claim's repeats. With sequential looks, ``look_alphas`` maps the repeats
+    at each look to its share of alpha: a claim judged at look k enters Holm with its sequential p
+    (stats.sequential_p), which the sign-flip test cannot bring below 1/2^n_k * alpha / alpha_k, so Holm's
+    first threshold alpha / family asks for 1/2^n_k < alpha_k / family.
+    """
     if family == 0 or not repeats:
         return None
-    fewest = min(repeats)
-    floor = stats.sign_flip_floor(fewest, exact_max)
-    if floor * family < alpha:
+
+    def level(n: int) -> float | None:
+        return alpha if look_alphas is None else look_alphas.get(n)
+
+    judged = [n for n in repeats if level(n) is not None]
+    if not judged:
+        return (
+            f"No directional claim has reached the first look ({min(look_alphas or [0])} repeats, decide.start), "
+            "so none is tested yet and none can be family-wise significant."
+        )
+    blocked = sorted({n for n in judged if stats.sign_flip_floor(n, exact_max) * family >= level(n)})
+    if not blocked:
         return None
-    return (
+    fewest = blocked[0]
+    floor = stats.sign_flip_floor(fewest, exact_max)
+    text = (
         f"With {fewest} repeats the exact sign-flip test cannot give a p-value below {floor:.4g} (1/2^{fewest}); "
-        f"Holm's first threshold over {family} directional claims is {alpha:g}/{family} = {alpha / family:.4g}, so no "
-        f"claim can be family-wise significant without the t test's assumption of a roughly normal mean; "
-        f"the distribution-free test needs at least {_family_repeats(family, alpha)} repeats for that."
+        f"Holm's first threshold over {family} directional claims is {alpha:g}/{family} = {alpha / family:.4g}"
     )
-
-
-def _family_repeats(family: int, alpha: float) -> int:
-    return stats.sign_flip_repeats(alpha / family)
+    if look_alphas is None:
+        needed = f"at least {stats.sign_flip_repeats(alpha / family)} repeats"
+    else:
+        at = level(fewest)
+        text += (
+            f", and a verdict at the look of {fewest} repeats, which spends {at:.4g} of the alpha, needs a p-value "
+            f"below {at:.4g}/{family} = {at / family:.4g} for it"
+        )
+        reach = [n for n, a in sorted(look_alphas.items()) if stats.sign_flip_floor(n, exact_max) * family < a]
+        needed = (
+            f"the look at {reach[0]} repeats (1/2^{reach[0]} below its alpha_k/{family})"
+            if reach
+            else f"more repeats than the last look ({max(look_alphas)})"
+        )
+    count = sum(n in blocked for n in judged)
+    who = (
+        "no claim"
+        if count == len(judged)
+        else f"none of the {count} of {len(judged)} claims judged at {', '.join(map(str, blocked))} repeats"
+    )
+    return (
+        f"{text}, so {who} can be family-wise significant without the t test's assumption of a roughly normal "
+        f"mean; the distribution-free test needs {needed} for that."
+    )
 
 
 def _mean_of(values: Mapping[int, Any], repeats: Sequence[int]) -> float | None:
@@ -720,7 +782,9 @@ def evaluate(registry: Registry, params: Params, results_dir: Path) -> dict[str,
         detail[claim.id] = entry
     settings = params.claims
     alpha = stats.one_sided_alpha(settings.confidence)
-    p_values = {cid: e["p_value"] for cid, e in detail.items() if "p_value" in e}
+    # Holm over the directional claims at the full alpha. With sequential looks each claim enters with the
+    # p-value of its whole sequential procedure (stats.sequential_p), valid after stopping at the first decision.
+    p_values = {cid: e.get("p_sequential", e["p_value"]) for cid, e in detail.items() if "p_value" in e}
     adjusted = holm(p_values)
     for cid, p_holm in adjusted.items():
         detail[cid]["p_holm"] = p_holm
@@ -734,7 +798,11 @@ def evaluate(registry: Registry, params: Params, results_dir: Path) -> dict[str,
         "alpha_one_sided": alpha,
         "holm_significant": sum(p < alpha for p in adjusted.values()),
         "family_caveat": family_caveat(
-            [detail[c]["repeats"] for c in p_values], len(p_values), alpha, settings.sign_flip_exact_max
+            [detail[c]["repeats"] for c in p_values],
+            len(p_values),
+            alpha,
+            settings.sign_flip_exact_max,
+            look_levels(params.decide, alpha) if params.decide.sequential else None,
         ),
     }
     calibration = {
@@ -745,6 +813,12 @@ def evaluate(registry: Registry, params: Params, results_dir: Path) -> dict[str,
     return {"summary": summary, "claims": detail, "published_figures": published, "calibration": calibration}
 
 
+def look_levels(decide: DecideParams, alpha: float) -> dict[int, float]:
+    """The repeats at each look -> its one-sided alpha (stats.look_schedule, stats.look_alphas)."""
+    looks = stats.look_schedule(decide.start, decide.batch, decide.max_repeats)
+    return dict(zip(looks, stats.look_alphas(looks, alpha, decide.spending), strict=True))
+
+
 def metrics_view(evaluation: Mapping[str, Any]) -> dict[str, Any]:
     """The small, diffable DVC metrics file: one verdict and its numbers per claim."""
     view: dict[str, Any] = {"summary": evaluation["summary"], "claims": {}}
@@ -752,7 +826,8 @@ def metrics_view(evaluation: Mapping[str, Any]) -> dict[str, Any]:
         row: dict[str, Any] = {"verdict": entry["verdict"], "verdict_code": VERDICTS.get(entry["verdict"])}
         for key in METRIC_KEYS:
             if key in entry:
-                row[key] = round(entry[key], 6) if isinstance(entry[key], float) else entry[key]
+                # Six significant digits, not decimals: a p-value of 2.5e-14 must not read as 0.
+                row[key] = float(f"{entry[key]:.6g}") if isinstance(entry[key], float) else entry[key]
         if "improvement" in entry:
             row["improvement_share"] = round(entry["improvement"]["share"], 6)
         if "diverged_repeats" in entry:
@@ -770,6 +845,7 @@ METRIC_KEYS = (
     "ci_high",
     "repeats",
     "p_value",
+    "p_sequential",  # only with decide.sequential: the p-value of the whole sequential procedure, Holm's input
     "p_holm",
     "p_sign_flip",
     "p_equivalence",

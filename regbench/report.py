@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from regbench import records, stats
-from regbench.claims import NOT_RUN, Measure, per_repeat, run_name
+from regbench.claims import NOT_RUN, Measure, look_levels, per_repeat, run_name
 from regbench.config import Params
 from regbench.experiments import registry
 from regbench.io import atomic_path, read_json
@@ -346,12 +346,12 @@ def badge(verdict: str) -> str:
     return f'<span class="verdict verdict-{re.sub(r"[^a-z]+", "-", verdict)}">{html.escape(verdict)}</span>'
 
 
-def summary_table(evaluation: Mapping[str, Any]) -> list[str]:
+def summary_table(evaluation: Mapping[str, Any], params: Params) -> list[str]:
     # `published` is the published figure as the claim's measure, in the measured column's unit
     # (fractions, differences, epochs); the figure as printed in the tutorial is in each claim's section.
     lines = [
-        "| claim | verdict | published (as measured) | measured mean [95 % t interval] | repeats | p (one-sided) |"
-        " p (Holm) | effect size |",
+        f"| claim | verdict | published (as measured) | measured mean [{_claim_interval(params)}] | repeats | "
+        "p (one-sided) | p (Holm) | effect size |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for claim_id, entry in evaluation["claims"].items():
@@ -368,12 +368,22 @@ def summary_table(evaluation: Mapping[str, Any]) -> list[str]:
     return lines
 
 
+def _claim_interval(params: Params) -> str:
+    """What a claim's interval is: at claims.confidence, or with sequential looks at its deciding look's level."""
+    if params.decide.sequential:
+        return "t interval at its look's level"
+    return f"{params.claims.confidence:.0%} t interval"
+
+
 def _verdict_text(entry: Mapping[str, Any]) -> str:
     """The verdict, and for an inconclusive one how far it is from a decision."""
     text = badge(entry["verdict"])
     if entry["verdict"] == "inconclusive" and "repeats" in entry:
         needed = entry.get("repeats_needed")
         more = f"; about {needed} needed" if needed else "; no number of repeats would decide at the observed effect"
+        last_look = (entry.get("sequential") or {}).get("looks", [None])[-1]
+        if needed and last_look is not None and needed > last_look:
+            more += f" (more than decide.max_repeats = {last_look})"
         text += f" at {entry['repeats']} repeats{more if 'repeats_needed' in entry else ''}"
     return text
 
@@ -446,9 +456,15 @@ def _directional_lines(entry: Mapping[str, Any]) -> list[str]:
     floor = entry["sign_flip_floor"]
     lines = [
         f"- {entry['method']}: one-sided p = {_fmt(entry['p_value'], 3)} that the mean lies {side} "
-        f"{_fmt(entry['line'])} (decides at {_fmt(entry['alpha_one_sided'])}), Holm-adjusted over the directional "
-        f"claims {_fmt(entry['p_holm'], 3)}; exact sign-flip p = {_fmt(entry['p_sign_flip'], 3)} "
-        f"(its smallest possible value at {entry['repeats']} repeats: {_fmt(floor, 3)})",
+        f"{_fmt(entry['line'])} (decides at {_fmt(entry['alpha_one_sided'])}), "
+        + (
+            f"over its looks (sequential p, the smallest p_k × alpha / alpha_k) {_fmt(entry['p_sequential'], 3)}, "
+            if "p_sequential" in entry
+            else ""
+        )
+        + f"Holm-adjusted over the directional claims {_fmt(entry['p_holm'], 3)}; exact sign-flip p = "
+        f"{_fmt(entry['p_sign_flip'], 3)} (its smallest possible value at {entry['repeats']} repeats: "
+        f"{_fmt(floor, 3)})",
     ]
     improvement = entry["improvement"]
     d_z = (
@@ -504,6 +520,7 @@ def how_to_read(evaluation: Mapping[str, Any], params: Params) -> list[str]:
         f"exactly when that p is below {_fmt(alpha)} = (1 − {settings.confidence:g}) / 2. The t test assumes the "
         "mean over repeats is roughly normal: true for symmetric values, even heavy-tailed or on a coarse "
         "accuracy grid, and for paired differences of variants that do not differ (symmetric by exchangeability).",
+        *_sequential_lines(params, alpha),
         "- **Reproduced** when the interval lies beyond the line on the claimed side. **Refuted** when it lies "
         "below the line plus the claim's smallest effect of interest (declared in `claims.yaml`; by default half "
         "the published effect): then the published effect is excluded ('no effect of the published size: at most "
@@ -534,8 +551,9 @@ def how_to_read(evaluation: Mapping[str, Any], params: Params) -> list[str]:
         "claimed side with a Clopper-Pearson interval. The minimum detectable effect is the one these repeats "
         f"find with {settings.power:.0%} power.",
         f"- **Multiple comparisons**: each verdict is at the per-claim level; Holm's step-down correction over the "
-        f"{summary['directional_tested']} directional claims leaves {summary['holm_significant']} significant at "
-        f"{_fmt(alpha)}.",
+        f"{summary['directional_tested']} directional claims "
+        + ("(their sequential p-values) " if params.decide.sequential else "")
+        + f"leaves {summary['holm_significant']} significant at {_fmt(alpha)}.",
     ]
     if summary.get("family_caveat"):
         lines.append(f"- **Caveat**: {summary['family_caveat']}")
@@ -564,6 +582,26 @@ def how_to_read(evaluation: Mapping[str, Any], params: Params) -> list[str]:
         "",
     ]
     return lines
+
+
+def _sequential_lines(params: Params, alpha: float) -> list[str]:
+    """How sequential looks change the reading (decide.sequential); nothing without them."""
+    decide = params.decide
+    if not decide.sequential:
+        return []
+    schedule = look_levels(decide, alpha)
+    looks, alphas = list(schedule), list(schedule.values())
+    return [
+        f"- **Sequential looks** (`decide.sequential`). A claim is judged at {', '.join(map(str, looks))} repeats "
+        f"(its first common seeds), look k at its own one-sided alpha_k ({', '.join(_fmt(a, 3) for a in alphas)}; "
+        f"{decide.spending} alpha spending, summing to {_fmt(alpha)}), and the first look that decides gives the "
+        "verdict, so a claim's interval is at that look's level, 1 − 2 alpha_k, wider than a fixed 95 % one. "
+        "Holm across claims uses each claim's sequential p-value: the smallest over its looks of "
+        f"p_k × {_fmt(alpha)} / alpha_k, valid by the same union bound however the looks stopped, and below "
+        f"{_fmt(alpha)} exactly when the claim is reproduced (the deciding look's own p is not: a claim still "
+        "undecided can end with a p between alpha_k and alpha). The table below simulates single looks at the "
+        "full alpha; the whole sequential procedure's false-verdict rates are simulated in tests/test_stats.py.",
+    ]
 
 
 def published_table(
@@ -742,8 +780,8 @@ def adaptive_lines(rounds: Mapping[str, Any] | None, evaluation: Mapping[str, An
     if not rounds or not rounds.get("rounds"):
         return []
     decide = params.decide
-    looks = stats.look_schedule(decide.start, decide.batch, decide.max_repeats)
-    alphas = stats.look_alphas(looks, stats.one_sided_alpha(params.claims.confidence), decide.spending)
+    schedule = look_levels(decide, stats.one_sided_alpha(params.claims.confidence))
+    looks, alphas = list(schedule), list(schedule.values())
     lines = [
         "## Adaptive repeats",
         "",
@@ -805,8 +843,9 @@ def build(
         f"# {params.report.title}",
         "",
         f"Generated {now}. Every number below is a mean over repeats (seeds) with a Student t "
-        f"{params.claims.confidence:.0%} interval; see the claims' definitions in `claims.yaml` and "
-        "[How to read the verdicts](#how-to-read-the-verdicts).",
+        f"{params.claims.confidence:.0%} interval"
+        + ("; a claim's interval is at the level of the look that decided it" if params.decide.sequential else "")
+        + "; see the claims' definitions in `claims.yaml` and [How to read the verdicts](#how-to-read-the-verdicts).",
         "",
         "**Data used** (as fetched and verified by the pipeline):",
         "",
@@ -821,7 +860,7 @@ def build(
         "(one-sided) after Holm's correction for multiple comparisons."
         + (f" {summary['family_caveat']}" if summary.get("family_caveat") else ""),
         "",
-        *summary_table(evaluation),
+        *summary_table(evaluation, params),
         "",
         *not_learned_lines(flags),
         *how_to_read(evaluation, params),

@@ -150,6 +150,8 @@ def test_too_few_repeats_is_inconclusive_whatever_the_interval():
     two = {"a": values(0.9, 0.91), "b": values(0.5, 0.52)}
     result = claims.judge(claim(), two, SETTINGS)
     assert result["verdict"] == "inconclusive" and "only 2 repeats" in result["reason"]
+    # Decided on its two repeats but held back by claims.min_repeats: the repeats needed are that minimum.
+    assert result["repeats_needed"] == SETTINGS.min_repeats
 
 
 def test_level_claim_inside_and_outside_the_band():
@@ -280,6 +282,9 @@ def test_a_claim_names_the_repeats_left_out_because_a_run_diverged(tmp_path):
     evaluation = claims.evaluate(claims.load_registry(REPO_ROOT / "claims.yaml"), config.parse(real_params()), tmp_path)
     entry = evaluation["claims"]["circles.dropout_raises_test"]
     assert entry["repeat_ids"] == [0, 1, 3, 4] and entry["diverged_repeats"] == {"dropout": [2]}
+    # Four repeats, before the first look (decide.start = 5): no test made, so Holm cannot count it.
+    assert entry["p_value"] < 0.025 and entry["p_sequential"] == 1.0 and entry["p_holm"] == 1.0
+    assert entry["decided_by"] == "before the first look" and entry["repeats_needed"] == 5
     assert claims.metrics_view(evaluation)["claims"]["circles.dropout_raises_test"]["repeats_left_out_diverged"] == 1
 
 
@@ -461,3 +466,36 @@ def test_sequential_verdict_waits_for_a_look_and_reports_max_repeats_undecided()
     assert result["verdict"] == "inconclusive" and result["repeats"] == 15
     assert result["sequential"]["at_max_repeats"] and "undecided at decide.max_repeats = 15" in result["reason"]
     assert [look["repeats"] for look in result["sequential"]["history"]] == [5, 10, 15]
+
+
+def test_holm_takes_the_sequential_p_which_an_undecided_claim_cannot_bring_below_alpha():
+    # Fifteen repeats of a small real effect: undecided at every look, yet the last look's own p is below 0.025.
+    rng = np.random.default_rng(2)
+    paired = {"a": {s: 0.806 + 0.01 * rng.standard_normal() for s in range(15)}, "b": dict.fromkeys(range(15), 0.8)}
+    result = claims.judge_sequential(claim(), paired, SETTINGS, DECIDE)
+    history, alphas = result["sequential"]["history"], result["sequential"]["look_alphas"]
+    assert result["verdict"] == "inconclusive" and alphas[-1] < result["p_value"] < 0.025
+    expected = min(look["p_value"] * 0.025 / alpha for look, alpha in zip(history, alphas, strict=True))
+    assert result["p_sequential"] == pytest.approx(expected) and result["p_sequential"] >= 0.025
+    # A claim reproduced at the first look: its sequential p is that look's p scaled by alpha / alpha_1 < alpha.
+    clear = {"a": {s: 0.85 + 0.01 * rng.standard_normal() for s in range(15)}, "b": paired["b"]}
+    reproduced = claims.judge_sequential(claim(), clear, SETTINGS, DECIDE)
+    assert reproduced["sequential"]["decided_at_look"] == 1
+    assert reproduced["p_sequential"] == pytest.approx(reproduced["p_value"] * 0.025 / alphas[0])
+    assert reproduced["p_sequential"] < 0.025
+
+
+def test_the_family_caveat_counts_the_sign_flip_floor_against_each_looks_alpha():
+    fixed = claims.family_caveat([5, 5], 22, 0.025, 16)
+    assert "below 0.03125 (1/2^5)" in fixed and "no claim can be" in fixed and "needs at least 10 repeats" in fixed
+    # 1/1024 < 0.025 / 22: a claim with 10 repeats could be significant, those with 5 could not.
+    assert "none of the 2 of 3 claims judged at 5 repeats" in claims.family_caveat([5, 10, 5], 22, 0.025, 16)
+    assert claims.family_caveat([10], 22, 0.025, 16) is None
+    levels = claims.look_levels(DECIDE, 0.025)  # 5, 10, 15 repeats
+    sequential = claims.family_caveat([5, 10], 22, 0.025, 16, levels)
+    # At the look of 10 repeats 1/1024 is above alpha_2 / 22: the distribution-free test needs the look at 15.
+    assert f"{levels[5]:.4g}/22" in sequential and "no claim can be" in sequential
+    assert "needs the look at 15 repeats" in sequential
+    assert claims.family_caveat([15], 22, 0.025, 16, levels) is None
+    before = claims.family_caveat([3, 4], 22, 0.025, 16, levels)
+    assert "reached the first look (5 repeats" in before

@@ -70,8 +70,9 @@ def test_claims_json_is_small_and_holds_every_verdict(workdir):
             continue
         assert row["method"] in ("Student t", "exact sign-flip (no spread: t undefined)") and row["decided_by"]
         assert 0 <= row["p_value"] <= 1 and "p_holm" in row and "smallest_effect" in row
-    # With 3 repeats no claim can be family-wise significant by the exact test: the summary says so in words.
-    assert "cannot give a p-value below 0.125" in metrics["summary"]["family_caveat"]
+    # With 3 repeats, before the first look (decide.start = 5), no claim is tested: the summary says so in words
+    # (the sign-flip floor's wording is tested in tests/test_claims.py).
+    assert "none can be family-wise significant" in metrics["summary"]["family_caveat"]
 
 
 def test_report_lists_every_claim_of_the_experiments_it_ran(workdir):
@@ -83,6 +84,11 @@ def test_report_lists_every_claim_of_the_experiments_it_ran(workdir):
     assert "## Provenance" in text and "parent run id" in text
     assert "## How to read the verdicts" in text and "| 3 | normal |" in text  # calibration at the repeats used
     assert "Student t: one-sided p = " in text and "exact sign-flip p = " in text
+    # Sequential verdicts (params.yaml: decide.sequential): the looks, their alphas and Holm's input in words.
+    assert "**Sequential looks**" in text and "measured mean [t interval at its look's level]" in text
+    assert "(their sequential p-values)" in text
+    # 3 repeats, before the first look (decide.start = 5): how far each claim is from a decision.
+    assert re.search(r"inconclusive</span> at 3 repeats; about \d+ needed", text)
     for image in re.findall(r"!\[[^\]]*\]\((figures/[^)]+)\)", text):
         assert (workdir / "reports" / image).is_file()
     assert (workdir / "reports/figures/circles_dropout_grid.png").is_file()
