@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -125,3 +126,64 @@ def test_sigkill_while_training_leaves_nothing_behind_after_the_rerun(repo):
     assert {client.get_run(run.info.run_id).info.status for run in killed} == {"KILLED"}
     curves = (repo / "results/train/circles-overfit/curves.csv").read_text().splitlines()
     assert len(curves) == 1 + 3000 and json.loads((repo / "results/train/circles-overfit/metrics.json").read_text())
+
+
+def test_sigkill_while_writing_outputs_keeps_the_previous_ones_and_status_clean(repo):
+    """Killed after training, while the new outputs are written and logged: the old outputs stay in place, the
+    full temporary directory is invisible to DVC, the parent run is not FINISHED, and the rerun cleans up."""
+    edit_yaml(repo / "params.yaml", lambda raw: raw["circles"]["variants"]["overfit"].update(epochs=300))
+    before = digests(repo)
+    out = repo / "results/train/circles-overfit"
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("regbench/circles").experiment_id
+    parents = "tags.`regbench.stage` = 'train@circles-overfit' and attributes.status = '{}'"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "dvc", "repro", "train@circles-overfit"],
+        cwd=repo,
+        env=dvc_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline, stage = time.monotonic() + 300, None
+        # The manifest is the last file the stage writes before it logs its summary, histories and
+        # learning-curve figure to MLflow and moves the directory into place: stop it right there.
+        while not list(out.parent.glob(".circles-overfit.p*.part/manifest.json")):
+            assert process.poll() is None and time.monotonic() < deadline, "the stage never wrote its outputs"
+            stage = stage or stage_process(process, "circles-overfit")
+            time.sleep(0.01)
+        stage = stage or stage_process(process, "circles-overfit")
+        assert stage is not None
+        stage.suspend()
+        assert digests(repo) == before  # caught while writing: the new outputs are not in place yet
+        stage.send_signal(signal.SIGKILL)
+        assert process.wait(timeout=60) != 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+    (left,) = out.parent.glob(".circles-overfit.p*.part")
+    assert {"histories.csv", "runs.json", "manifest.json", "metrics.json", "curves.csv"} <= {
+        path.name for path in left.iterdir()
+    }
+    assert digests(repo) == before
+    killed = client.search_runs([experiment], filter_string=parents.format("RUNNING"))
+    assert len([run for run in killed if "mlflow.parentRunId" not in run.data.tags]) == 1  # not FINISHED
+    # The full leftover changes nothing DVC sees: only the stage whose params changed is out of date.
+    assert set(json.loads(dvc(repo, "status", "--json").stdout)) == {"train@circles-overfit"}
+
+    dvc(repo, "repro")
+    assert not list(repo.glob("results/train/.*.part"))
+    assert "Data and pipelines are up to date" in dvc(repo, "status").stdout
+    assert {client.get_run(run.info.run_id).info.status for run in killed} == {"KILLED"}
+    assert len((out / "curves.csv").read_text().splitlines()) == 1 + 300
+
+
+def test_the_same_data_from_a_mirror_at_another_path_hashes_the_same(repo, mirror, tmp_path, monkeypatch):
+    lock = (repo / "dvc.lock").read_text()
+    elsewhere = tmp_path / "another" / "mirror"
+    shutil.copytree(mirror, elsewhere)
+    monkeypatch.setenv("REGBENCH_MIRROR", str(elsewhere))
+    dvc(repo, "repro", "--force", "fetch@sonar")
+    assert json.loads((repo / "data/raw/sonar/source.json").read_text())["origin"] == "mirror:sonar.all-data"
+    assert (repo / "dvc.lock").read_text() == lock  # the same DVC hashes
+    assert "Data and pipelines are up to date" in dvc(repo, "status").stdout

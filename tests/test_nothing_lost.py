@@ -166,12 +166,16 @@ def test_a_missing_mirror_directory_is_named(tmp_path, monkeypatch):
 # --- what produced a result ----------------------------------------------------------------------
 
 
-def test_machine_records_cpu_model_and_instruction_sets(tmp_path):
+def test_machine_records_cpu_model_instruction_sets_and_kernel_settings(tmp_path, monkeypatch):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: fpu sse4_2 avx avx2 fma avx512f\n")
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
     described = provenance.machine(cpuinfo)
     assert described["cpu_model"] == "Test CPU 9000"
     assert described["isa"] == ["sse4_2", "avx", "avx2", "fma", "avx512f"]
+    # The settings that change TensorFlow's kernels or their order of summation (TensorFlow is loaded here).
+    assert described["kernel_env"]["TF_ENABLE_ONEDNN_OPTS"] == described["onednn"] == "0"
+    assert set(described["tensorflow_threads"]) == {"intra_op", "inter_op"}
 
 
 # --- claims.yaml ---------------------------------------------------------------------------------
