@@ -89,23 +89,33 @@ def _set(data: dict, keys: list[str], value) -> None:
     data[keys[-1]] = value
 
 
-def test_sigkill_while_training_leaves_nothing_behind_after_the_rerun(repo):
-    # Long enough to be caught training; a changed param makes DVC rerun the stage.
-    edit_yaml(repo / "params.yaml", lambda raw: raw["circles"]["variants"]["overfit"].update(epochs=3000))
-    uri = f"sqlite:///{repo / 'mlflow.db'}"
-    client = MlflowClient(uri)
-    experiment = client.get_experiment_by_name("regbench/circles").experiment_id
-    running = "attributes.status = 'RUNNING' and tags.`regbench.stage` = 'train@circles-overfit'"
-    process = subprocess.Popen(
+RUNNING = "attributes.status = 'RUNNING' and tags.`regbench.stage` = 'train@circles-overfit'"
+
+
+def circles_store(repo: Path) -> tuple[MlflowClient, str]:
+    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
+    return client, client.get_experiment_by_name("regbench/circles").experiment_id
+
+
+def repro_in_background(repo: Path) -> subprocess.Popen:
+    """``dvc repro train@circles-overfit``, to be killed by the test."""
+    return subprocess.Popen(
         [sys.executable, "-m", "dvc", "repro", "train@circles-overfit"],
         cwd=repo,
         env=dvc_env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+
+
+def test_sigkill_while_training_leaves_nothing_behind_after_the_rerun(repo):
+    # Long enough to be caught training; a changed param makes DVC rerun the stage.
+    edit_yaml(repo / "params.yaml", lambda raw: raw["circles"]["variants"]["overfit"].update(epochs=3000))
+    client, experiment = circles_store(repo)
+    process = repro_in_background(repo)
     try:
         deadline = time.monotonic() + 300
-        while not client.search_runs([experiment], filter_string=running):
+        while not client.search_runs([experiment], filter_string=RUNNING):
             assert process.poll() is None and time.monotonic() < deadline, "the stage never started training"
             time.sleep(0.2)
         stage = stage_process(process, "circles-overfit")
@@ -117,7 +127,7 @@ def test_sigkill_while_training_leaves_nothing_behind_after_the_rerun(repo):
         if process.poll() is None:
             process.kill()
     assert list((repo / "results/train").glob(".circles-overfit.*.part"))  # what the kill left
-    killed = client.search_runs([experiment], filter_string=running)
+    killed = client.search_runs([experiment], filter_string=RUNNING)
     assert killed
 
     dvc(repo, "repro")
@@ -134,16 +144,8 @@ def test_sigkill_while_writing_outputs_keeps_the_previous_ones_and_status_clean(
     edit_yaml(repo / "params.yaml", lambda raw: raw["circles"]["variants"]["overfit"].update(epochs=300))
     before = digests(repo)
     out = repo / "results/train/circles-overfit"
-    client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
-    experiment = client.get_experiment_by_name("regbench/circles").experiment_id
-    parents = "tags.`regbench.stage` = 'train@circles-overfit' and attributes.status = '{}'"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "dvc", "repro", "train@circles-overfit"],
-        cwd=repo,
-        env=dvc_env(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    client, experiment = circles_store(repo)
+    process = repro_in_background(repo)
     try:
         deadline, stage = time.monotonic() + 300, None
         # The manifest is the last file the stage writes before it logs its summary, histories and
@@ -166,7 +168,7 @@ def test_sigkill_while_writing_outputs_keeps_the_previous_ones_and_status_clean(
         path.name for path in left.iterdir()
     }
     assert digests(repo) == before
-    killed = client.search_runs([experiment], filter_string=parents.format("RUNNING"))
+    killed = client.search_runs([experiment], filter_string=RUNNING)
     assert len([run for run in killed if "mlflow.parentRunId" not in run.data.tags]) == 1  # not FINISHED
     # The full leftover changes nothing DVC sees: only the stage whose params changed is out of date.
     assert set(json.loads(dvc(repo, "status", "--json").stdout)) == {"train@circles-overfit"}
