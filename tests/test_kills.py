@@ -83,6 +83,22 @@ def test_a_typo_or_a_bad_download_then_the_fix_loses_nothing(repo):
     assert digests(repo) == before
 
 
+def test_a_typo_for_a_stage_whose_outputs_are_cached_then_the_fix_and_dvc_checkout_lose_nothing(repo):
+    """prepare's outputs are not persisted (DVC deletes them before the stage validates its params) but
+    cached: after the fix, `dvc checkout` restores them, and nothing else was touched."""
+    before = digests(repo)
+    prepared = repo / "data/prepared/sonar"
+    files = {path.name: hashlib.md5(path.read_bytes()).hexdigest() for path in prepared.iterdir()}
+    good = edit_yaml(repo / "params.yaml", lambda raw: raw["prepare"]["sonar"].update(folds=1))
+    failed = dvc(repo, "repro", check=False)
+    assert failed.returncode != 0 and "prepare.sonar.folds = 1: must be 2 or more" in failed.stderr
+    assert digests(repo) == before
+    (repo / "params.yaml").write_text(good)
+    dvc(repo, "checkout")
+    assert {path.name: hashlib.md5(path.read_bytes()).hexdigest() for path in prepared.iterdir()} == files
+    assert "Data and pipelines are up to date" in dvc(repo, "status").stdout
+
+
 def _set(data: dict, keys: list[str], value) -> None:
     for key in keys[:-1]:
         data = data[key]
