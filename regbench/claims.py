@@ -774,11 +774,19 @@ def evaluate(registry: Registry, params: Params, results_dir: Path) -> dict[str,
                 entry.update(judge_sequential(claim, values, params.claims, params.decide))
             else:
                 entry.update(judge(claim, values, params.claims))
-            # A repeat with a diverged run (loss NaN or infinite) is left out of the claim, say which and why.
-            diverged = {v: sorted({r.seed for r in found if r.status != "ok"}) for v, found in runs.items()}
-            diverged = {v: repeats for v, repeats in diverged.items() if repeats}
-            if diverged:
-                entry["diverged_repeats"] = diverged
+            # A repeat with a diverged run (records.DIVERGENCE_RULE) is left out of the claim: say which and why.
+            left_out: dict[str, dict[int, list[str]]] = {}
+            for term in claim.test.terms:
+                member = member_label(params, claim, term)  # a grid member, or None for a plain variant
+                for seed, reasons in records.diverged_repeats(runs[term.variant], member).items():
+                    named = [f"{member} {why}" if member else why for why in reasons]
+                    left_out.setdefault(term.variant, {}).setdefault(seed, []).extend(named)
+            if left_out:
+                entry["diverged_repeats"] = {v: sorted(seeds) for v, seeds in left_out.items()}
+                # Why, per variant and seed (a JSON key, so text): its runs' reasons (records.divergence_reason).
+                entry["diverged_runs"] = {
+                    v: {str(k): r for k, r in sorted(seeds.items())} for v, seeds in left_out.items()
+                }
         detail[claim.id] = entry
     settings = params.claims
     alpha = stats.one_sided_alpha(settings.confidence)

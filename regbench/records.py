@@ -10,12 +10,15 @@ Averaging is always fold-then-repeat: a repeat's value is the mean over its CV f
 without CV), and a repeat with a run that did not finish ok is left out whole, so that every repeat
 averages the same folds. Repeats are then the independent samples: the stage's metrics.json and
 curves.csv average them, the claims stage bootstraps them, the report plots them.
+
+Which runs count as diverged is decided here too (``DIVERGENCE_RULE``), once, when a run finishes
+training: its status in runs.json, the run store and MLflow is then what every reader uses.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +42,27 @@ RUNS = "runs.json"
 CURVES = "curves.csv"
 # Both CSV files have always been written by Python's csv module: keep its line ends.
 LINE_END = "\r\n"
+
+# A run diverged at the first epoch where (1) its loss or validation loss is NaN or infinite (the engines
+# stop it there: engine.History.append), or (2) a finite loss is beyond DIVERGENCE_FACTOR times its start:
+# the loss or validation loss beyond FACTOR x (ln k + the penalty after the first epoch), or the validation
+# cross-entropy alone (val_loss - reg_loss, exact at the epoch's end) beyond FACTOR x ln k. ln k (k classes,
+# 2 for one sigmoid output) is the cross-entropy of an uninformed prediction, where every run starts (its
+# initial logits are near 0); the penalty's size is the user's choice of factor, so it is part of the start.
+# Why 1000: the healthy runs of the committed real run (29 variants) stay within 3.4 times their start (the
+# largest: circles' validation loss, 2.3 against ln 2 in curves.csv and runs.json; MNIST dropout's first-epoch
+# loss, 3.0 against ln 10), while a loss 1000 times its start takes logits of about +-700 on wrong predictions
+# (the engines' cross-entropy is computed from the logits, unbounded), or hidden weights grown about 30-fold
+# (L2) since the first epoch: an optimizer that blew up, whatever the loss reads later (a ReLU network whose
+# optimizer blew up often dies to a constant prediction, loss ln 2 again). Runs that blew up (SGD at learning
+# rates 1 to 100 on toy data) reached 2e3 to 1e33 while finite.
+# The cross-entropy clause catches a run whose first epoch already blew up its weights (its penalty after
+# that epoch, and so the first limit, is then huge too).
+DIVERGENCE_FACTOR = 1000.0
+DIVERGENCE_RULE = (
+    f"a loss NaN or infinite, or beyond {DIVERGENCE_FACTOR:g} times its start: the cross-entropy of an "
+    "uninformed prediction, ln k for k classes, plus the penalty after the first epoch"
+)
 
 
 @dataclass
@@ -71,6 +95,51 @@ class Run:
     grid_value: float | None = None
     seed: int | None = None
     record: dict[str, Any] = field(default_factory=dict)
+
+
+# --- divergence ----------------------------------------------------------------------
+
+
+def beyond_limit_epoch(metrics: Mapping[str, Sequence[float]], classes: int) -> int | None:
+    """The first epoch (1-based) at which a finite history is beyond the divergence limits, or None."""
+    loss, val_loss, penalty = (np.asarray(metrics[name], float) for name in ("loss", "val_loss", "reg_loss"))
+    if not len(loss):
+        return None
+    uninformed = math.log(max(2, classes))
+    limit = DIVERGENCE_FACTOR * (uninformed + max(0.0, float(penalty[0])))
+    beyond = (loss > limit) | (val_loss > limit) | (val_loss - penalty > DIVERGENCE_FACTOR * uninformed)
+    return int(np.argmax(beyond)) + 1 if beyond.any() else None
+
+
+def mark_divergence(history, classes: int) -> None:
+    """Mark a finished run diverged (engine.History: status, diverged_epoch) if its finite loss blew up.
+
+    The engines mark only a NaN or infinite loss; ``classes`` is the number of classes (1 output: 2).
+    """
+    if history.status == "ok" and (epoch := beyond_limit_epoch(history.metrics, classes)) is not None:
+        history.status, history.diverged_epoch = "diverged", epoch
+
+
+def divergence_reason(status: str, diverged_epoch: int | None, epochs: int) -> str | None:
+    """Why a run counts as diverged, in words (None if it did not): a NaN stops it, a blow-up does not."""
+    if status == "ok":
+        return None
+    if diverged_epoch is None:
+        return status
+    if epochs < diverged_epoch:
+        return f"loss NaN or infinite at epoch {diverged_epoch}"
+    return f"loss beyond {DIVERGENCE_FACTOR:g} times its start from epoch {diverged_epoch}"
+
+
+def diverged_repeats(runs: Sequence[Run], member: str | None = None) -> dict[int, list[str]]:
+    """The repeats (by seed) left out because a run of theirs diverged, each with its runs' reasons."""
+    left_out: dict[int, list[str]] = {}
+    for run in runs:
+        if run.status != "ok" and (member is None or run.member == member):
+            why = divergence_reason(run.status, run.record.get("diverged_epoch"), run.record.get("epochs", 0))
+            where = "" if run.fold is None else f"fold {run.fold}: "
+            left_out.setdefault(int(run.seed), []).append(where + str(why))
+    return dict(sorted(left_out.items()))
 
 
 # --- from training to records ------------------------------------------------------

@@ -418,11 +418,12 @@ def claim_section(claim_id: str, entry: Mapping[str, Any]) -> list[str]:
         )
         means = ", ".join(f"{variant} {_fmt(value)}" for variant, value in entry["variant_means"].items())
         lines.append(f"- Mean per variant: {means}")
-    if "diverged_repeats" in entry:
-        left_out = "; ".join(f"{v}: seeds {', '.join(map(str, r))}" for v, r in entry["diverged_repeats"].items())
+    if "diverged_runs" in entry:
+        left_out = "; ".join(f"{variant}: {_left_out(seeds)}" for variant, seeds in entry["diverged_runs"].items())
+        rests_on = ", ".join(map(str, entry.get("repeat_ids", []))) or "none"
         lines.append(
-            f"- Rests on seeds {', '.join(map(str, entry.get('repeat_ids', [])))} only: left out because a run "
-            f"of theirs diverged (loss NaN or infinite), {left_out}."
+            f"- Rests on seeds {rests_on} only; left out because a run of theirs diverged: {left_out}. "
+            f"Diverged means {records.DIVERGENCE_RULE}."
         )
     if "distance_to_published" in entry:
         inside = "inside" if entry["published_in_interval"] else "outside"
@@ -658,6 +659,36 @@ def claim_uses_not_learned(entry: Mapping[str, Any], flags: Mapping[str, str]) -
     return [f"- **Warning**: `{run}` did not learn ({flags[run]}).\n" for run in runs]
 
 
+def _left_out(seeds: Mapping[Any, list[str]], shown: int = 2) -> str:
+    """``seed 2 (fold 3: loss NaN or infinite at epoch 12)`` per seed; a seed's many runs cut to ``shown``."""
+    parts = []
+    for seed, reasons in seeds.items():
+        why = ", ".join(reasons[:shown]) + (f" and {len(reasons) - shown} more" if len(reasons) > shown else "")
+        parts.append(f"seed {seed} ({why})")
+    return ", ".join(parts)
+
+
+def diverged_lines(results: ExperimentResults) -> list[str]:
+    """Per variant with a diverged run: how many runs diverged, which repeats are left out and why."""
+    lines = []
+    for variant, runs in results.runs.items():
+        for member in results.members(variant):
+            left_out = records.diverged_repeats(runs, member)
+            if not left_out:
+                continue
+            own = [run for run in runs if run.member == member]
+            repeats = len({run.seed for run in own})
+            name = f"{results.name}-{variant}" + ("" if member == variant else f" {member}")
+            lines.append(
+                f"- `{name}`: {sum(run.status != 'ok' for run in own)} of {len(own)} runs diverged; "
+                f"{len(left_out)} of {repeats} repeats left out of every mean, curve and verdict: "
+                f"{_left_out(left_out)}."
+            )
+    if not lines:
+        return []
+    return [f"**Diverged runs** ({records.DIVERGENCE_RULE}):", "", *lines, ""]
+
+
 def drift_lines(evaluation: Mapping[str, Any]) -> list[str]:
     """This run's per-repeat values against the reference run's (regbench.drift), seed by seed."""
     drift = evaluation.get("drift")
@@ -886,6 +917,7 @@ def build(
                 md += [f"![{name} {variant}](figures/{grid.name})", ""]
         md += ["### Published vs measured", "", *published_table(results, published.get(name, {}), params), ""]
         md += not_learned_lines(flags, name)
+        md += diverged_lines(results)
         identity, drawn = weight_decay_section(results, params, evaluation, figures_dir)
         md += identity
         figures += drawn

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from regbench import datasets
+from regbench import datasets, records
 from regbench.config import ExperimentParams, Member, Params, VariantParams
 from regbench.engine import FitData, binary_targets, make_trainer
 from regbench.progress import Progress
@@ -148,13 +148,11 @@ class _Collector:
     def done(self, index: int, history, evaluations: dict[str, float]) -> None:
         spec = self.specs[index]
         run_id = self.open(index)
+        # The engines stop a run at a NaN; a finite blow-up is judged here, before anything records the run.
+        records.mark_divergence(history, spec.job.data.output_dim)
         if history.status == "diverged":
-            log.warning(
-                "%s %s diverged at epoch %d (non-finite loss); the other runs go on",
-                self.stage,
-                spec.label,
-                history.diverged_epoch,
-            )
+            why = records.divergence_reason(history.status, history.diverged_epoch, history.epochs)
+            log.warning("%s %s diverged (%s); the other runs go on", self.stage, spec.label, why)
         self.children.close(index, history, evaluations)
         member = spec.member
         self.results[index] = RunResult(

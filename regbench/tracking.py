@@ -30,6 +30,8 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 
+from regbench.records import divergence_reason
+
 log = logging.getLogger(__name__)
 DEFAULT_STORE = "mlflow.db"
 MAX_BATCH = 1000  # MLflow accepts at most 1000 metrics per log_batch call
@@ -361,7 +363,13 @@ class ChildRuns:
         final.update(evaluations)
         self.tracker.log_history(run_id, history.metrics, final, self.max_steps)
         if history.status == "diverged":
-            tags = {"regbench.status": "diverged", "regbench.diverged_epoch": str(history.diverged_epoch)}
+            tags = {
+                "regbench.status": "diverged",
+                "regbench.diverged_epoch": str(history.diverged_epoch),
+                "regbench.diverged_reason": str(
+                    divergence_reason(history.status, history.diverged_epoch, history.epochs)
+                ),
+            }
             self.tracker.set_tags(run_id, tags)
         self.tracker.end(run_id, status="FINISHED" if history.status == "ok" else "FAILED")
 

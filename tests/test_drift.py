@@ -57,3 +57,22 @@ def test_reference_from_a_git_revision_or_a_file(tmp_path):
     missing, why = drift.load_reference("no-such-rev", tmp_path)
     assert missing is None and "no reports/claims_detail.json at git revision 'no-such-rev'" in why
     assert drift.compare({"a": entry([1.0])}, None, why)["summary"] == f"No drift report: {why}."
+
+
+def test_the_report_shows_the_summary_and_a_row_per_claim_that_moved():
+    from regbench.report import drift_lines
+
+    reference = {"a": entry([0.0, 1.0, 2.0]), "b": entry([5.0, 5.0, 5.0], verdict="inconclusive"), "c": entry([1.0])}
+    current = {"a": entry([0.5, 1.0, 1.5]), "b": entry([5.0, 5.0, 5.0], verdict="refuted"), "c": entry([1.0])}
+    lines = drift_lines({"drift": drift.compare(current, reference, "reports/claims_detail.json at git revision HEAD")})
+    text = "\n".join(lines)
+    assert lines[0] == "## Drift against the reference run"
+    assert (
+        "differ from the reference by 0.11 seed-to-seed standard deviations on average over 3 claims (2 identical)"
+        in text
+    )
+    assert "verdicts changed: b." in text
+    assert "| `a` | 3 | 0.3333 | 0.5 | reproduced -> reproduced |" in text
+    assert "| `b` | 3 | 0 | 0 | inconclusive -> refuted |" in text
+    assert "`c`" not in text  # identical values, same verdict: nothing to show
+    assert drift_lines({}) == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import pytest
@@ -49,3 +50,8 @@ def test_a_train_stage_logs_runs_metrics_and_artifacts_to_a_tracking_server(serv
     assert "histories.csv" in {item.path for item in client.list_artifacts(parents[0].info.run_id)}
     assert list((directory / "artifacts").rglob("histories.csv"))
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "mlruns").exists()
+    # The manifest names the store it logged to, and the machine: CPU, instruction sets, TensorFlow's threads.
+    manifest = json.loads((tmp_path / "results/train/circles-overfit/manifest.json").read_text())
+    assert manifest["mlflow"]["tracking_uri"] == url and manifest["mlflow"]["parent_run_id"] == parents[0].info.run_id
+    assert manifest["machine"]["cpu_model"] and isinstance(manifest["machine"]["isa"], list)
+    assert set(manifest["machine"]["tensorflow_threads"]) == {"intra_op", "inter_op"}

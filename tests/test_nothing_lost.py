@@ -3,20 +3,29 @@
 from __future__ import annotations
 
 import copy
+import json
+import math
 import multiprocessing
 import os
+import shutil
 import socket
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 from mlflow import MlflowClient
 
-from regbench import claims, config, fetch, io, provenance, tracking
+from regbench import claims, config, fetch, io, provenance, records, tracking
+from regbench.engine import History
 from regbench.schema import ParamsError
-from tests.conftest import real_params
+from stages import claims as claims_stage
+from stages import prepare as prepare_stage
+from stages import report as report_stage
+from stages import train as train_stage
+from tests.conftest import REPO_ROOT, real_params, shrunk_params, write_params
 
 
 def dead_pid() -> int:
@@ -157,12 +166,16 @@ def test_a_missing_mirror_directory_is_named(tmp_path, monkeypatch):
 # --- what produced a result ----------------------------------------------------------------------
 
 
-def test_machine_records_cpu_model_and_instruction_sets(tmp_path):
+def test_machine_records_cpu_model_instruction_sets_and_kernel_settings(tmp_path, monkeypatch):
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: fpu sse4_2 avx avx2 fma avx512f\n")
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
     described = provenance.machine(cpuinfo)
     assert described["cpu_model"] == "Test CPU 9000"
     assert described["isa"] == ["sse4_2", "avx", "avx2", "fma", "avx512f"]
+    # The settings that change TensorFlow's kernels or their order of summation (TensorFlow is loaded here).
+    assert described["kernel_env"]["TF_ENABLE_ONEDNN_OPTS"] == described["onednn"] == "0"
+    assert set(described["tensorflow_threads"]) == {"intra_op", "inter_op"}
 
 
 # --- claims.yaml ---------------------------------------------------------------------------------
@@ -228,3 +241,99 @@ def test_prepared_arrays_must_be_finite(tmp_path):
     with pytest.raises(ValueError, match=r"prepared x_train has 1 NaN or infinite value\(s\), first at index \[1, 0\]"):
         datasets.save(tmp_path, {"x_train": x, "y_train": np.zeros(3, np.float32)}, {})
     assert not list(tmp_path.iterdir())
+
+
+# --- divergence ----------------------------------------------------------------------------------
+
+
+def history(losses, penalty=0.0, val_losses=None):
+    found = History()
+    for epoch, loss in enumerate(losses):
+        val = loss if val_losses is None else val_losses[epoch]
+        found.append({"loss": loss, "accuracy": 0.5, "val_loss": val, "val_accuracy": 0.5, "reg_loss": penalty})
+    return found
+
+
+def test_a_finite_loss_beyond_the_limit_counts_as_diverged_and_says_why():
+    limit = records.DIVERGENCE_FACTOR * math.log(2)
+    healthy = history([0.7, 0.4, 2.5, 0.1])  # an overfitting run's loss moves; 3.6 times ln 2 at most
+    records.mark_divergence(healthy, classes=1)
+    assert (healthy.status, healthy.diverged_epoch) == ("ok", None)
+    # Grows beyond the limit at epoch 3, then the network dies and its loss reads normal again.
+    blown = history([0.8, 50.0, 1.01 * limit, 0.69])
+    records.mark_divergence(blown, classes=1)
+    assert (blown.status, blown.diverged_epoch) == ("diverged", 3)
+    assert records.divergence_reason(blown.status, blown.diverged_epoch, blown.epochs) == (
+        "loss beyond 1000 times its start from epoch 3"
+    )
+    # A large penalty is the user's choice: part of the start, not a blow-up.
+    penalized = history([3000.0, 2000.0, 900.0], penalty=800.0, val_losses=[802.0, 801.0, 800.5])
+    records.mark_divergence(penalized, classes=1)
+    assert penalized.status == "ok"
+    # A first epoch that already blew up the weights: the penalty after it is huge, the cross-entropy too.
+    first = history([5e12, 4e12], penalty=1e12, val_losses=[3e12, 2.5e12])
+    records.mark_divergence(first, classes=1)
+    assert (first.status, first.diverged_epoch) == ("diverged", 1)
+    # Ten classes start at ln 10: the limit scales with it.
+    ten = history([0.9 * records.DIVERGENCE_FACTOR * math.log(10)])
+    records.mark_divergence(ten, classes=10)
+    assert ten.status == "ok"
+    stopped = history([0.7, 0.6])
+    stopped.append({"loss": float("nan"), "accuracy": 0, "val_loss": 0, "val_accuracy": 0, "reg_loss": 0})
+    assert records.divergence_reason(stopped.status, stopped.diverged_epoch, stopped.epochs) == (
+        "loss NaN or infinite at epoch 3"
+    )
+
+
+def test_runs_that_blow_up_to_a_finite_loss_are_left_out_and_named_everywhere(tmp_path, mirror, monkeypatch):
+    """The issue's case: some runs NaN, some finite but huge, some fine. Real training, MLflow, claims, report."""
+    seeds = (0, 1, 2, 3, 4, 5)
+    raw = shrunk_params(mirror, {"synthetic": ["baseline", "dropout"]}, epochs=8, seeds=seeds)
+    # Plain SGD with momentum at 3.0: on this data most runs blow up in their first epochs, some to NaN.
+    raw["synthetic"]["variants"]["baseline"]["optimizer"] = {"name": "sgd", "learning_rate": 3.0, "momentum": 0.9}
+    write_params(tmp_path, raw)
+    shutil.copy(REPO_ROOT / "claims.yaml", tmp_path / "claims.yaml")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    prepare_stage.main(["synthetic"])
+    for variant in ("baseline", "dropout"):
+        train_stage.main([f"synthetic-{variant}"])
+    claims_stage.main([])
+    report_stage.main([])
+
+    out = tmp_path / "results/train/synthetic-baseline"
+    runs = json.loads((out / "runs.json").read_text())
+    ok = sorted(run["seed"] for run in runs if run["status"] == "ok")
+    diverged = sorted(run["seed"] for run in runs if run["status"] == "diverged")
+    finite = [run for run in runs if run["status"] == "diverged" and run["diverged_epoch"] <= run["epochs"]]
+    assert finite and len(ok) >= 2, runs  # finite blow-ups, and repeats left to judge
+    curves = records.read_histories(out / records.HISTORIES)
+    for run in finite:
+        own = curves[curves["seed"] == run["seed"]]
+        assert own["loss"].max() > records.DIVERGENCE_FACTOR * math.log(2)  # huge, yet finite
+        assert np.isfinite(own[["loss", "val_loss"]].to_numpy()).all()
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert (metrics["runs"], metrics["diverged"], metrics["repeats_ok"]) == (6, len(diverged), len(ok))
+
+    entry = json.loads((tmp_path / "reports/claims_detail.json").read_text())["claims"]["synthetic.dropout_vs_baseline"]
+    assert set(entry["repeat_ids"]) <= set(ok) and entry["diverged_repeats"] == {"baseline": diverged}
+    reasons = entry["diverged_runs"]["baseline"]
+    assert any(why.startswith("loss beyond 1000 times its start") for seed in reasons for why in reasons[seed])
+    row = json.loads((tmp_path / "reports/claims.json").read_text())["claims"]["synthetic.dropout_vs_baseline"]
+    assert row["repeats_left_out_diverged"] == len(diverged)
+    report = (tmp_path / "reports/report.md").read_text()
+    assert (
+        f"- `synthetic-baseline`: {len(diverged)} of 6 runs diverged; {len(diverged)} of 6 repeats left out" in report
+    )
+    assert "only; left out because a run of theirs diverged: baseline: seed " in report
+    assert "Diverged means a loss NaN or infinite, or beyond 1000 times its start" in report
+
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("regbench/synthetic").experiment_id
+    children = client.search_runs([experiment], "tags.`regbench.stage` = 'train@synthetic-baseline'")
+    children = [run for run in children if "mlflow.parentRunId" in run.data.tags]
+    failed = {int(run.data.tags["regbench.seed"]): run for run in children if run.info.status == "FAILED"}
+    assert sorted(failed) == diverged
+    assert {failed[run["seed"]].data.tags["regbench.diverged_reason"] for run in finite} == {
+        records.divergence_reason("diverged", run["diverged_epoch"], run["epochs"]) for run in finite
+    }

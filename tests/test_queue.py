@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -60,3 +61,10 @@ def test_two_queued_experiments_in_parallel_keep_all_runs_in_the_repositorys_sto
         for name, run in parents.items()
     }
     assert epochs == {"queued-a": 3, "queued-b": 4}
+    # Each experiment's manifest names the store its runs went to and a parent run that is in it.
+    refs = git(repo, "for-each-ref", "--format=%(refname)", "refs/exps").split()
+    for name, parent in parents.items():
+        (ref,) = [ref for ref in refs if ref.endswith("/" + name)]
+        manifest = json.loads(git(repo, "show", f"{ref}:results/train/circles-overfit/manifest.json"))
+        assert manifest["mlflow"]["tracking_uri"] == f"sqlite:///{(repo / 'mlflow.db').resolve()}"
+        assert manifest["mlflow"]["parent_run_id"] == parent.info.run_id
