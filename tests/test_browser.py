@@ -63,6 +63,8 @@ def test_mlflow_link_opens_the_runs_view_with_the_parent_and_its_child_runs(stor
     assert f"#/experiments/{experiment_id}/runs/{parent}" in runs_view
     # Child runs are folded under their parent's expander; the table counts them.
     assert f"{1 + REPEATS} matching runs" in text
+    # The shared view's columns: the parent's summary metrics in the table, no "Columns" picking first.
+    assert "final_val_accuracy" in text and "0.71" in text and "best_val_loss" in text and "0.65" in text
     parent_text = text_of(parent_page)
     assert "final_val_accuracy" in parent_text and "best_val_loss" in parent_text  # summary metrics
     assert "Evaluations" not in parent_text  # shown as a training run, not a GenAI evaluation run

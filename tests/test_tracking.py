@@ -1,8 +1,19 @@
 """MLflow recording in a real SQLite store: experiment kind, parent summaries, no duplicated finals."""
 
+import json
+
 from mlflow import MlflowClient
 
-from regbench.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, Tracker, runs_view_url
+from regbench.tracking import (
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
+    SHARED_VIEW_KEY,
+    SHARED_VIEW_TAG_PREFIX,
+    SUMMARY_COLUMNS,
+    Tracker,
+    runs_view_url,
+)
+from tests.conftest import REPO_ROOT
 
 HISTORY = {"loss": [0.9, 0.5, 0.3], "val_loss": [0.8, 0.6, 0.7], "reg_loss": [0.0, 0.0, 0.0]}
 
@@ -14,7 +25,11 @@ def test_experiment_is_model_training_also_when_it_existed_before(tmp_path):
     assert EXPERIMENT_KIND_TAG not in client.get_experiment(old).tags
     for name in ("regbench/old", "regbench/new"):
         tracker = Tracker(name, uri)
-        assert client.get_experiment(tracker.experiment_id).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+        tags = client.get_experiment(tracker.experiment_id).tags
+        assert tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+        # The shared view the runs view link opens: the summary metrics as the table's columns.
+        view = json.loads(tags[SHARED_VIEW_TAG_PREFIX + SHARED_VIEW_KEY])
+        assert view == {"selectedColumns": [f"metrics.`{metric}`" for metric in SUMMARY_COLUMNS]}
 
 
 def test_child_finals_that_repeat_the_last_epoch_are_not_sent_and_parent_gets_means(tmp_path):
@@ -44,6 +59,27 @@ def test_grid_members_get_one_prefix_each_on_the_parent(tmp_path):
     assert metrics == {"hidden_dropout_0.0/final_val_accuracy": 0.0, "hidden_dropout_0.5/final_val_accuracy": 0.5}
 
 
-def test_runs_view_url_opens_the_model_training_runs_tab():
+def test_runs_view_url_opens_the_model_training_runs_tab_in_the_shared_summary_view():
     url = runs_view_url("http://127.0.0.1:5000/", "7")
-    assert url == "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
+    assert url == (
+        f"http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning&viewStateShareKey={SHARED_VIEW_KEY}"
+    )
+
+
+def test_the_summary_columns_are_metrics_every_parent_run_gets(tmp_path):
+    """A column of the shared view that no parent run carries would show '-' for every variant.
+
+    Checked on the committed metrics.json of every single-member train stage: what train logs to its
+    parent run (log_summary of that summary).
+    """
+    tracker = Tracker("regbench/columns", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(tracker.uri)
+    stages = sorted((REPO_ROOT / "results" / "train").glob("*/metrics.json"))
+    assert len(stages) > 20
+    for path in stages:
+        summary = json.loads(path.read_text())
+        if len(summary) != 1:
+            continue  # grid members' keys are prefixed, one section per member
+        parent = tracker.start(path.parent.name, tags={}, params={})
+        tracker.log_summary(parent, summary)
+        assert set(SUMMARY_COLUMNS) <= set(client.get_run(parent).data.metrics), path.parent.name
