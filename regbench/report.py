@@ -298,9 +298,13 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 
 def _measured(entry: Mapping[str, Any]) -> str:
-    if "mean" not in entry:
-        return "–"
-    return f"{_fmt(entry['mean'])} [{_fmt(entry['ci_low'])}, {_fmt(entry['ci_high'])}]"
+    return f"{_fmt(entry['mean'])} {_interval_text(entry)}" if "mean" in entry else "–"
+
+
+def _interval_text(entry: Mapping[str, Any]) -> str:
+    """[low, high]; a claim judged at sequential looks adds its look's level (1 - 2 alpha_k, above 95 %)."""
+    level = f" at {entry['confidence']:.1%}" if "confidence" in entry else ""
+    return f"[{_fmt(entry['ci_low'])}, {_fmt(entry['ci_high'])}]{level}"
 
 
 def _side(test: Mapping[str, Any], role: str) -> str:
@@ -349,9 +353,10 @@ def badge(verdict: str) -> str:
 def summary_table(evaluation: Mapping[str, Any]) -> list[str]:
     # `published` is the published figure as the claim's measure, in the measured column's unit
     # (fractions, differences, epochs); the figure as printed in the tutorial is in each claim's section.
+    nominal = f"{1 - 2 * evaluation['summary']['alpha_one_sided']:.0%}"
     lines = [
-        "| claim | verdict | published (as measured) | measured mean [95 % t interval] | repeats | p (one-sided) |"
-        " p (Holm) | effect size |",
+        f"| claim | verdict | published (as measured) | measured mean [t interval, {nominal} unless stated] | repeats |"
+        " p (one-sided) | p (Holm) | effect size |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for claim_id, entry in evaluation["claims"].items():
@@ -773,14 +778,11 @@ def adaptive_lines(rounds: Mapping[str, Any] | None, evaluation: Mapping[str, An
         sequential = entry.get("sequential")
         if sequential is None:
             continue
-        interval_text = (
-            f"[{_fmt(entry['ci_low'])}, {_fmt(entry['ci_high'])}] at {entry['confidence']:.4%}"
-            if "ci_low" in entry
-            else ""
-        )
+        interval_text = _interval_text(entry) if "ci_low" in entry else ""
         lines.append(
-            f"| `{claim_id}` | {entry['verdict']} | {entry.get('repeats', 0)} of {sequential['repeats_available']} | "
-            f"{sequential['decided_at_look'] or '-'} | {_fmt(entry.get('mean'))} | {interval_text} | "
+            f"| [`{claim_id}`](#{_anchor(claim_id)}) | {badge(entry['verdict'])} | {entry.get('repeats', 0)} of "
+            f"{sequential['repeats_available']} | {sequential['decided_at_look'] or '–'} | {_fmt(entry.get('mean'))} | "
+            f"{interval_text} | "
             f"{entry.get('reason', '') if entry['verdict'] == 'inconclusive' else ''} |"
         )
     return [*lines, ""]
@@ -805,8 +807,13 @@ def build(
         f"# {params.report.title}",
         "",
         f"Generated {now}. Every number below is a mean over repeats (seeds) with a Student t "
-        f"{params.claims.confidence:.0%} interval; see the claims' definitions in `claims.yaml` and "
-        "[How to read the verdicts](#how-to-read-the-verdicts).",
+        f"{params.claims.confidence:.0%} interval"
+        + (
+            " (a claim judged at sequential looks: at its look's level, stated beside it)"
+            if any("confidence" in entry for entry in evaluation["claims"].values())
+            else ""
+        )
+        + "; see the claims' definitions in `claims.yaml` and [How to read the verdicts](#how-to-read-the-verdicts).",
         "",
         "**Data used** (as fetched and verified by the pipeline):",
         "",

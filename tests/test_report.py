@@ -189,3 +189,22 @@ def test_the_report_explains_weight_decay_against_l2_and_shows_both_pairs_side_b
     # Same-seed parting: the SGD pair first differs beyond 1e-4 at epoch 4, the RMSprop pair at epoch 1.
     assert "repeat 0: epoch 4 (largest 0.0003)" in text and "repeat 0: epoch 1 (largest 0.3)" in text
     assert drawn == ["imdb_weight_decay_vs_l2.png"] and (figures / drawn[0]).stat().st_size > 10_000
+
+
+def test_the_summary_and_adaptive_repeats_tables_read_at_a_glance():
+    """On the committed decide run: every claim of the rounds table linked to its section with its verdict
+    badge; every interval judged at a sequential look states that look's level (98.2%, not the nominal 95%)."""
+    from regbench import config, report
+
+    params = config.load(REPO_ROOT / "params.yaml")
+    evaluation = json.loads((REPO_ROOT / "reports/claims_detail.json").read_text())
+    rounds = json.loads((REPO_ROOT / "reports/decide_rounds.json").read_text())
+    rows = [line for line in report.adaptive_lines(rounds, evaluation, params) if line.startswith("| [`")]
+    summary = report.summary_table(evaluation)
+    assert "measured mean [t interval, 95% unless stated]" in summary[0]
+    assert len(rows) == len(evaluation["claims"]) == len(summary) - 2
+    for row, line, (claim_id, entry) in zip(rows, summary[2:], evaluation["claims"].items(), strict=True):
+        assert row.startswith(f"| [`{claim_id}`](#{report._anchor(claim_id)}) | {report.badge(entry['verdict'])} |")
+        if "ci_low" in entry:
+            level = f"] at {entry['confidence']:.1%} |"
+            assert level in row and level in line and 0.95 < entry["confidence"] < 1
