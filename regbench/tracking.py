@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 DEFAULT_STORE = "mlflow.db"
 MAX_BATCH = 1000  # MLflow accepts at most 1000 metrics per log_batch call
 STAGE_TAG = "regbench.stage"
+# Only a stage's parent run carries it (child runs carry regbench.member).
+VARIANT_TAG = "regbench.variant"
 # Who owns a run: a stage closes a RUNNING run as stale only when this process no longer exists.
 OWNER_TAGS = ("regbench.owner.host", "regbench.owner.pid", "regbench.owner.started")
 # MLflow 3 shows an experiment as GenAI (an "Overview" of traces) or as model training (the runs).
@@ -50,8 +52,12 @@ EXPERIMENT_KIND = "custom_model_development"
 # "shared view" (the runs page's Share button) is an experiment tag `mlflow.sharedViewState.<key>`
 # holding the view's state as JSON, opened by `?viewStateShareKey=<key>` (mlflow/server/js: the
 # viewStateShareKey lookup; plain JSON is accepted beside the compressed form the button writes). Each
-# experiment gets one selecting the parent runs' summary columns, and runs_view_url opens it, so the
-# variants are compared in the table without picking columns first.
+# experiment gets one selecting the parent runs' summary columns and sorting by variant, and
+# runs_view_url opens it, so the variants are compared in the table without picking columns first.
+# The sort matters as much: the table loads 100 runs at a time, newest first, so with a sonar
+# stage's 50-100 child runs the first page held one or two parent runs; sorted by the variant tag,
+# which only parent runs carry, every parent comes first (runs without it sort last) and the child
+# runs follow, unfolded (MLflow nests them only in its default sort).
 SHARED_VIEW_TAG_PREFIX = "mlflow.sharedViewState."
 SHARED_VIEW_KEY = "regbench-summary"
 SUMMARY_COLUMNS = (
@@ -290,7 +296,11 @@ def mlflow_ui_command(tracking_uri: str) -> str:
 
 def experiment_tags() -> dict[str, str]:
     """What every regbench experiment is tagged with: its kind, and the shared view runs_view_url opens."""
-    view = {"selectedColumns": [f"metrics.`{metric}`" for metric in SUMMARY_COLUMNS]}
+    view = {
+        "selectedColumns": [f"metrics.`{metric}`" for metric in SUMMARY_COLUMNS],
+        "orderByKey": f"tags.`{VARIANT_TAG}`",
+        "orderByAsc": True,
+    }
     return {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, SHARED_VIEW_TAG_PREFIX + SHARED_VIEW_KEY: json.dumps(view)}
 
 
@@ -342,7 +352,7 @@ def start_stage_run(tracker: Tracker, name: str, context: dict[str, str], varian
         "regbench.git_revision": context["git_revision"],
         "regbench.data_digest": context["data_digest"],
         "regbench.data_source": context["data_source"],
-        "regbench.variant": variant,
+        VARIANT_TAG: variant,
         **dvc_tags(context),
     }
     tracker.stage_run = tracker.start(name, tags=tags, params=params)

@@ -10,8 +10,10 @@ from regbench.tracking import (
     SHARED_VIEW_KEY,
     SHARED_VIEW_TAG_PREFIX,
     SUMMARY_COLUMNS,
+    VARIANT_TAG,
     Tracker,
     runs_view_url,
+    start_stage_run,
 )
 from tests.conftest import REPO_ROOT
 
@@ -29,7 +31,8 @@ def test_experiment_is_model_training_also_when_it_existed_before(tmp_path):
         assert tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
         # The shared view the runs view link opens: the summary metrics as the table's columns.
         view = json.loads(tags[SHARED_VIEW_TAG_PREFIX + SHARED_VIEW_KEY])
-        assert view == {"selectedColumns": [f"metrics.`{metric}`" for metric in SUMMARY_COLUMNS]}
+        assert view["selectedColumns"] == [f"metrics.`{metric}`" for metric in SUMMARY_COLUMNS]
+        assert view["orderByKey"] == f"tags.`{VARIANT_TAG}`" and view["orderByAsc"] is True
 
 
 def test_child_finals_that_repeat_the_last_epoch_are_not_sent_and_parent_gets_means(tmp_path):
@@ -83,3 +86,20 @@ def test_the_summary_columns_are_metrics_every_parent_run_gets(tmp_path):
         parent = tracker.start(path.parent.name, tags={}, params={})
         tracker.log_summary(parent, summary)
         assert set(SUMMARY_COLUMNS) <= set(client.get_run(parent).data.metrics), path.parent.name
+
+
+def test_the_shared_views_sort_puts_every_parent_run_before_the_child_runs(tmp_path):
+    """MLflow sorts runs without the tag last: the runs table's first page of 100 starts with every variant."""
+    tracker = Tracker("regbench/sort", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parents = []
+    for variant in ("dropout", "baseline"):
+        context = {"stage": f"train@sort-{variant}", "git_revision": "r", "data_digest": "d", "data_source": "s"}
+        parents.append(start_stage_run(tracker, f"sort-{variant}", context, variant, params={}))
+        for repeat in range(3):
+            tracker.start(f"{variant}-r{repeat}", tags={}, params={}, parent=parents[-1])
+    view = json.loads(
+        tracker.client.get_experiment(tracker.experiment_id).tags[SHARED_VIEW_TAG_PREFIX + SHARED_VIEW_KEY]
+    )
+    order = f"{view['orderByKey']} {'ASC' if view['orderByAsc'] else 'DESC'}"
+    first = tracker.client.search_runs([tracker.experiment_id], order_by=[order], max_results=2)
+    assert [run.info.run_name for run in first] == ["sort-baseline", "sort-dropout"]
