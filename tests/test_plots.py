@@ -66,3 +66,22 @@ def test_coinciding_report_curves_put_their_markers_at_different_points(lines, p
     for first in range(lines):
         for second in range(first + 1, lines):
             assert not marked[first] & marked[second], (first, second)
+
+
+def test_report_figures_tick_epochs_at_whole_numbers(tmp_path, monkeypatch):
+    """A few epochs (imdb's 20, a quick run's 5) drew ticks at 2.5 and 7.5 before MaxNLocator(integer=True)."""
+    import numpy as np
+
+    from regbench import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "save", lambda figure, path: drawn.append(figure))
+    repeats = np.array([[0.9, 0.7, 0.6, 0.55, 0.5], [0.8, 0.7, 0.6, 0.5, 0.45]])
+    curves = {variant: dict.fromkeys(plots.PANELS.values(), repeats) for variant in ("a", "b")}
+    plots.plot_learning_curves(curves, tmp_path / "curves.png", "t", 400, "variant")
+    plots.plot_side_by_side({"p": {"a": repeats, "b": repeats}}, tmp_path / "pair.png", "t", "loss", 400)
+    axes = [axis for figure in drawn for axis in figure.axes]
+    assert len(axes) == 5
+    for axis in axes:
+        ticks = [tick for tick in axis.get_xticks() if 1 <= tick <= 5]
+        assert ticks and all(float(tick).is_integer() for tick in ticks), ticks
