@@ -13,7 +13,7 @@ import numpy as np
 from regbench.io import atomic_path
 
 PANELS = {(0, 0): "loss", (0, 1): "val_loss", (1, 0): "accuracy", (1, 1): "val_accuracy"}
-# Line style and markers (at staggered epochs) tell lines apart where their curves coincide
+# Line style and markers (at staggered epochs, line_style) tell lines apart where their curves coincide
 # (circles: overfit and maxnorm end on the same curve).
 LINE_STYLES = ("-", "--", "-.", ":")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
@@ -45,6 +45,24 @@ def thin(length: int, max_points: int) -> np.ndarray:
     return np.unique(np.linspace(0, length - 1, max_points).round().astype(int))
 
 
+def line_style(index: int, lines: int, points: int) -> dict:
+    """Colour, dash pattern and markers of line ``index`` of ``lines`` drawn over ``points`` points.
+
+    Markers go at staggered points, each line's shifted from the others' (about 8 per line, fewer when
+    there are more lines than points between two markers: imdb's 10 variants over 20 epochs get 2), so
+    lines whose curves coincide stay told apart: circles' overfit and maxnorm, imdb's SGD weight decay
+    and L2 pair.
+    """
+    every = max(1, points // 8, min(lines, points // 2))
+    return {
+        "color": pyplot().get_cmap("tab10")(index % 10),
+        "linestyle": LINE_STYLES[index % len(LINE_STYLES)],
+        "marker": MARKERS[index % len(MARKERS)],
+        "markersize": 4,
+        "markevery": ((index * every) // max(1, lines), every),
+    }
+
+
 def save(figure, path: Path) -> None:
     plt = pyplot()
     with atomic_path(path) as temporary:
@@ -64,7 +82,6 @@ def plot_learning_curves(
     from matplotlib.ticker import MaxNLocator
 
     figure, axes = plt.subplots(2, 2, figsize=(12, 7.5), sharex=True)
-    colours = plt.get_cmap("tab10")
     for (row, column), metric in PANELS.items():
         axis = axes[row][column]
         spans = []
@@ -74,20 +91,11 @@ def plot_learning_curves(
                 continue
             keep = thin(repeats.shape[1], max_points)
             epochs = keep + 1
-            colour = colours(index % 10)
-            every = max(1, len(keep) // 8)
-            axis.plot(
-                epochs,
-                repeats.mean(axis=0)[keep],
-                color=colour,
-                linewidth=1.4,
-                linestyle=LINE_STYLES[index % len(LINE_STYLES)],
-                marker=MARKERS[index % len(MARKERS)],
-                markersize=4,
-                markevery=((index * every) // max(1, len(curves)), every),
-                label=line,
+            style = line_style(index, len(curves), len(keep))
+            axis.plot(epochs, repeats.mean(axis=0)[keep], linewidth=1.4, label=line, **style)
+            axis.fill_between(
+                epochs, repeats.min(axis=0)[keep], repeats.max(axis=0)[keep], color=style["color"], alpha=0.15
             )
-            axis.fill_between(epochs, repeats.min(axis=0)[keep], repeats.max(axis=0)[keep], color=colour, alpha=0.15)
             spans.append(repeats)
         if metric.endswith("loss") and spans:
             low = min(float(c.min()) for c in spans)
@@ -115,23 +123,16 @@ def plot_side_by_side(
     from matplotlib.ticker import MaxNLocator
 
     figure, axes = plt.subplots(1, len(panels), figsize=(6 * len(panels), 4.2), sharey=True, squeeze=False)
-    colours = plt.get_cmap("tab10")
     for axis, (panel, lines) in zip(axes[0], panels.items(), strict=True):
         for index, (line, repeats) in enumerate(lines.items()):
             if repeats.size == 0:
                 continue
             keep = thin(repeats.shape[1], max_points)
-            colour = colours(index % 10)
-            axis.plot(
-                keep + 1,
-                repeats.mean(axis=0)[keep],
-                color=colour,
-                linestyle=LINE_STYLES[index % len(LINE_STYLES)],
-                marker=MARKERS[index % len(MARKERS)],
-                markersize=4,
-                label=line,
+            style = line_style(index, len(lines), len(keep))
+            axis.plot(keep + 1, repeats.mean(axis=0)[keep], label=line, **style)
+            axis.fill_between(
+                keep + 1, repeats.min(axis=0)[keep], repeats.max(axis=0)[keep], color=style["color"], alpha=0.15
             )
-            axis.fill_between(keep + 1, repeats.min(axis=0)[keep], repeats.max(axis=0)[keep], color=colour, alpha=0.15)
         axis.set_title(panel)
         axis.set_xlabel("epoch")
         axis.grid(alpha=0.3)

@@ -298,9 +298,13 @@ def _fmt(value: Any, digits: int = 4) -> str:
 
 
 def _measured(entry: Mapping[str, Any]) -> str:
-    if "mean" not in entry:
-        return "–"
-    return f"{_fmt(entry['mean'])} [{_fmt(entry['ci_low'])}, {_fmt(entry['ci_high'])}]"
+    return f"{_fmt(entry['mean'])} {_interval_text(entry)}" if "mean" in entry else "–"
+
+
+def _interval_text(entry: Mapping[str, Any]) -> str:
+    """[low, high]; a claim judged at sequential looks adds its look's level (1 - 2 alpha_k, above 95 %)."""
+    level = f" at {entry['confidence']:.1%}" if "confidence" in entry else ""
+    return f"[{_fmt(entry['ci_low'])}, {_fmt(entry['ci_high'])}]{level}"
 
 
 def _side(test: Mapping[str, Any], role: str) -> str:
@@ -346,12 +350,13 @@ def badge(verdict: str) -> str:
     return f'<span class="verdict verdict-{re.sub(r"[^a-z]+", "-", verdict)}">{html.escape(verdict)}</span>'
 
 
-def summary_table(evaluation: Mapping[str, Any], params: Params) -> list[str]:
+def summary_table(evaluation: Mapping[str, Any]) -> list[str]:
     # `published` is the published figure as the claim's measure, in the measured column's unit
     # (fractions, differences, epochs); the figure as printed in the tutorial is in each claim's section.
+    nominal = f"{1 - 2 * evaluation['summary']['alpha_one_sided']:.0%}"
     lines = [
-        f"| claim | verdict | published (as measured) | measured mean [{_claim_interval(params)}] | repeats | "
-        "p (one-sided) | p (Holm) | effect size |",
+        f"| claim | verdict | published (as measured) | measured mean [t interval, {nominal} unless stated] | repeats |"
+        " p (one-sided) | p (Holm) | effect size |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for claim_id, entry in evaluation["claims"].items():
@@ -366,13 +371,6 @@ def summary_table(evaluation: Mapping[str, Any], params: Params) -> list[str]:
             f"{_measured(entry)} | {entry.get('repeats', 0)} | {p} | {p_holm} | {_effect_text(entry)} |"
         )
     return lines
-
-
-def _claim_interval(params: Params) -> str:
-    """What a claim's interval is: at claims.confidence, or with sequential looks at its deciding look's level."""
-    if params.decide.sequential:
-        return "t interval at its look's level"
-    return f"{params.claims.confidence:.0%} t interval"
 
 
 def _verdict_text(entry: Mapping[str, Any]) -> str:
@@ -842,14 +840,11 @@ def adaptive_lines(rounds: Mapping[str, Any] | None, evaluation: Mapping[str, An
         sequential = entry.get("sequential")
         if sequential is None:
             continue
-        interval_text = (
-            f"[{_fmt(entry['ci_low'])}, {_fmt(entry['ci_high'])}] at {entry['confidence']:.4%}"
-            if "ci_low" in entry
-            else ""
-        )
+        interval_text = _interval_text(entry) if "ci_low" in entry else ""
         lines.append(
-            f"| `{claim_id}` | {entry['verdict']} | {entry.get('repeats', 0)} of {sequential['repeats_available']} | "
-            f"{sequential['decided_at_look'] or '-'} | {_fmt(entry.get('mean'))} | {interval_text} | "
+            f"| [`{claim_id}`](#{_anchor(claim_id)}) | {badge(entry['verdict'])} | {entry.get('repeats', 0)} of "
+            f"{sequential['repeats_available']} | {sequential['decided_at_look'] or '–'} | {_fmt(entry.get('mean'))} | "
+            f"{interval_text} | "
             f"{entry.get('reason', '') if entry['verdict'] == 'inconclusive' else ''} |"
         )
     return [*lines, ""]
@@ -875,7 +870,11 @@ def build(
         "",
         f"Generated {now}. Every number below is a mean over repeats (seeds) with a Student t "
         f"{params.claims.confidence:.0%} interval"
-        + ("; a claim's interval is at the level of the look that decided it" if params.decide.sequential else "")
+        + (
+            " (a claim judged at sequential looks: at its look's level, stated beside it)"
+            if any("confidence" in entry for entry in evaluation["claims"].values())
+            else ""
+        )
         + "; see the claims' definitions in `claims.yaml` and [How to read the verdicts](#how-to-read-the-verdicts).",
         "",
         "**Data used** (as fetched and verified by the pipeline):",
@@ -891,7 +890,7 @@ def build(
         "(one-sided) after Holm's correction for multiple comparisons."
         + (f" {summary['family_caveat']}" if summary.get("family_caveat") else ""),
         "",
-        *summary_table(evaluation, params),
+        *summary_table(evaluation),
         "",
         *not_learned_lines(flags),
         *how_to_read(evaluation, params),

@@ -12,6 +12,7 @@ behind when the process that owns it is gone.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
@@ -36,14 +37,38 @@ log = logging.getLogger(__name__)
 DEFAULT_STORE = "mlflow.db"
 MAX_BATCH = 1000  # MLflow accepts at most 1000 metrics per log_batch call
 STAGE_TAG = "regbench.stage"
+# Only a stage's parent run carries it (child runs carry regbench.member).
+VARIANT_TAG = "regbench.variant"
 # Who owns a run: a stage closes a RUNNING run as stale only when this process no longer exists.
 OWNER_TAGS = ("regbench.owner.host", "regbench.owner.pid", "regbench.owner.started")
-# MLflow 3 classifies experiments as GenAI or model training. Where its UI reads this tag (the
-# experiment-kind inference; mlflow/server/js: the "mlflow.experimentKind" lookup), it is what
-# decides; MLflow 3.x with the workflow switch reads the `workflowType` URL parameter first, so
-# links also carry it: see runs_view_url.
+# MLflow 3 shows an experiment as GenAI (an "Overview" of traces) or as model training (the runs).
+# MLflow 3.17's UI takes that workflow from the `workflowType` URL parameter, then from the browser's
+# local storage (`mlflow.workflowType`), default GenAI; with its workflow switch on (always, in 3.17)
+# the experiment's kind is derived from that workflow and this tag is not read (server/js build:
+# WorkflowTypeProvider, useExperimentKind). So links carry the parameter (runs_view_url, run_url). The
+# tag is what decides where the switch is off, and in newer MLflow sources, whose WorkflowTypeProvider
+# switches to model training on opening an experiment of kind custom_model_development.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
+# MLflow 3.17's runs table shows no metric column until the user picks some under "Columns". Its
+# "shared view" (the runs page's Share button) is an experiment tag `mlflow.sharedViewState.<key>`
+# holding the view's state as JSON, opened by `?viewStateShareKey=<key>` (mlflow/server/js: the
+# viewStateShareKey lookup; plain JSON is accepted beside the compressed form the button writes). Each
+# experiment gets one selecting the parent runs' summary columns and sorting by variant, and
+# runs_view_url opens it, so the variants are compared in the table without picking columns first.
+# The sort matters as much: the table loads 100 runs at a time, newest first, so with a sonar
+# stage's 50-100 child runs the first page held one or two parent runs; sorted by the variant tag,
+# which only parent runs carry, every parent comes first (runs without it sort last) and the child
+# runs follow, unfolded (MLflow nests them only in its default sort).
+SHARED_VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+SHARED_VIEW_KEY = "regbench-summary"
+SUMMARY_COLUMNS = (
+    "final_val_accuracy",
+    "final_val_loss",
+    "best_val_loss",
+    "best_val_loss_epoch",
+    "train_eval_accuracy",
+)
 # Per-run values of the per-member summary in metrics.json that are not a mean over repeats.
 NOT_SUMMARY = {"runs", "diverged", "repeats_ok", "status", "grid_value"}
 
@@ -145,17 +170,19 @@ class Tracker:
 
         With another process creating the same experiment, "already exists" means done.
         """
+        tags = experiment_tags()
         experiment = self.client.get_experiment_by_name(name)
         if experiment is None:
             try:
-                return self.client.create_experiment(name, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND})
+                return self.client.create_experiment(name, tags=tags)
             except MlflowException as error:
                 if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
                     raise
                 experiment = self.client.get_experiment_by_name(name)
-        if experiment.tags.get(EXPERIMENT_KIND_TAG) != EXPERIMENT_KIND:
-            # A store made before the tag existed: classify it now rather than leave it to inference.
-            self.client.set_experiment_tag(experiment.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
+        for key, value in tags.items():
+            if experiment.tags.get(key) != value:
+                # A store made before the tag existed: classify it now rather than leave it to inference.
+                self.client.set_experiment_tag(experiment.experiment_id, key, value)
         return experiment.experiment_id
 
     def close_stale_runs(self, stage: str) -> int:
@@ -269,14 +296,28 @@ def mlflow_ui_command(tracking_uri: str) -> str:
     return f"mlflow ui --backend-store-uri {tracking_uri} --workers 1"
 
 
+def experiment_tags() -> dict[str, str]:
+    """What every regbench experiment is tagged with: its kind, and the shared view runs_view_url opens."""
+    view = {
+        "selectedColumns": [f"metrics.`{metric}`" for metric in SUMMARY_COLUMNS],
+        "orderByKey": f"tags.`{VARIANT_TAG}`",
+        "orderByAsc": True,
+    }
+    return {EXPERIMENT_KIND_TAG: EXPERIMENT_KIND, SHARED_VIEW_TAG_PREFIX + SHARED_VIEW_KEY: json.dumps(view)}
+
+
 def runs_view_url(server: str, experiment_id: str) -> str:
     """The MLflow UI page that lists an experiment's runs (not MLflow 3's GenAI overview).
 
-    The UI is a hash-routed single page: ``#/experiments/<id>/runs`` is the runs tab, and
+    The UI is a hash-routed single page: ``#/experiments/<id>/runs`` is the runs tab,
     ``workflowType=machine_learning`` selects the "Model training" view that MLflow 3.x otherwise
-    takes from the browser's last choice (default GenAI).
+    takes from the browser's last choice (default GenAI), and ``viewStateShareKey`` opens the
+    experiment's shared view with the summary columns (SHARED_VIEW_KEY).
     """
-    return f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs?workflowType=machine_learning"
+    return (
+        f"{server.rstrip('/')}/#/experiments/{experiment_id}/runs"
+        f"?workflowType=machine_learning&viewStateShareKey={SHARED_VIEW_KEY}"
+    )
 
 
 def run_url(server: str, run_id: str, experiment_id: str | None = None) -> str:
@@ -313,7 +354,7 @@ def start_stage_run(tracker: Tracker, name: str, context: dict[str, str], varian
         "regbench.git_revision": context["git_revision"],
         "regbench.data_digest": context["data_digest"],
         "regbench.data_source": context["data_source"],
-        "regbench.variant": variant,
+        VARIANT_TAG: variant,
         **dvc_tags(context),
     }
     tracker.stage_run = tracker.start(name, tags=tags, params=params)

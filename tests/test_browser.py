@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from regbench.browser import chromium, dump_dom, mlflow_ui
-from regbench.tracking import Tracker, run_url, runs_view_url
+from regbench.tracking import Tracker, run_url, runs_view_url, start_stage_run
 from tests.conftest import copy_repo
 
 pytestmark = [
@@ -21,6 +21,7 @@ pytestmark = [
     pytest.mark.skipif(chromium() is None, reason="chromium is not installed (apt-get install -y chromium)"),
 ]
 REPEATS = 3
+OLDER_CHILDREN = 100  # the runs table loads 100 runs at a time
 
 
 def text_of(dom: str) -> str:
@@ -29,10 +30,21 @@ def text_of(dom: str) -> str:
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
-    """A tiny store written by the suite's own tracking code: one parent run and its repeats."""
+    """A store written by the suite's own tracking code: an older variant with more child runs than the runs
+    table loads at once (100), then a newer one whose repeats have learning curves."""
     uri = f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
     tracker = Tracker("regbench/demo", uri)
-    parent = tracker.start("demo-baseline", tags={"regbench.stage": "train@demo-baseline"}, params={"epochs": 3})
+
+    def parent_run(variant: str) -> str:
+        context = {"stage": f"train@demo-{variant}", "git_revision": "r", "data_digest": "d", "data_source": "s"}
+        return start_stage_run(tracker, f"demo-{variant}", context, variant, params={"epochs": 3})
+
+    older = parent_run("dropout")
+    for repeat in range(OLDER_CHILDREN):
+        tracker.end(tracker.start(f"dropout-r{repeat}", tags={}, params={"seed": repeat}, parent=older))
+    tracker.end(older)
+    tracker.log_summary(older, {"dropout": {"repeats_ok": OLDER_CHILDREN, "final_val_accuracy": 0.62}})
+    parent = parent_run("baseline")
     children = []
     for repeat in range(REPEATS):
         child = tracker.start(f"baseline-r{repeat}", tags={}, params={"seed": repeat}, parent=parent)
@@ -51,7 +63,7 @@ def store(tmp_path_factory):
     return uri, tracker.experiment_id, parent, children
 
 
-def test_mlflow_link_opens_the_runs_view_with_the_parent_and_its_child_runs(store):
+def test_mlflow_link_opens_the_runs_view_with_every_variant_first_and_the_child_runs(store):
     uri, experiment_id, parent, children = store
     with mlflow_ui(uri) as ui:
         runs_view = dump_dom(runs_view_url(ui.url, experiment_id))
@@ -61,10 +73,16 @@ def test_mlflow_link_opens_the_runs_view_with_the_parent_and_its_child_runs(stor
     # The "Model training" runs table, not MLflow 3's GenAI overview (traces, latency, "Detect Issues").
     assert "demo-baseline" in text and "Detect Issues" not in text and "Latency" not in text
     assert f"#/experiments/{experiment_id}/runs/{parent}" in runs_view
-    # Child runs are folded under their parent's expander; the table counts them.
-    assert f"{1 + REPEATS} matching runs" in text
+    # The older variant's parent run is in the first page of 100 runs too (newest first, it would be
+    # behind "Load more", after its own child runs), and the child runs are listed after the parents.
+    assert "demo-dropout" in text and "baseline-r0" in text
+    assert text.index("demo-dropout") < text.index("baseline-r0")
+    # The shared view's columns: the parents' summary metrics in the table, no "Columns" picking first.
+    assert "final_val_accuracy" in text and "best_val_loss" in text
+    assert all(value in text for value in ("0.71", "0.65", "0.62"))
     parent_text = text_of(parent_page)
     assert "final_val_accuracy" in parent_text and "best_val_loss" in parent_text  # summary metrics
+    assert all(f"baseline-r{repeat}" in parent_text for repeat in range(REPEATS))  # its child runs, linked
     assert "Evaluations" not in parent_text  # shown as a training run, not a GenAI evaluation run
     child_text = text_of(child_page)
     assert "baseline-r0" in child_text and "val_loss" in child_text

@@ -1,12 +1,14 @@
-"""DVC plots: an offline page template by default, and loss and accuracy of every variant plotted."""
+"""DVC plots: an offline page template by default, loss and accuracy of every variant plotted, lines told apart."""
 
 import configparser
 import json
 import re
 
+import pytest
 import yaml
 
 from regbench.config import load
+from regbench.plots import line_style
 from tests.conftest import REPO_ROOT
 
 
@@ -46,3 +48,40 @@ def test_the_curves_template_colours_each_variant_and_column_and_dashes_each_rev
     assert template["encoding"]["strokeDash"]["field"] == "rev"
     # An optional DVC anchor must be present: only then does DVC add the filename::field column to the data.
     assert template["encoding"]["tooltip"] == "<DVC_METRIC_TOOLTIP>"
+    # Legend labels whole: Vega-Lite cuts them at 160 px, and "circles-input_dropout/curves.csv::loss" and
+    # "...::val_loss" both became "circles-input_dropout/curves.csv::..." (seen in Chromium).
+    assert template["encoding"]["color"]["legend"]["labelLimit"] == 0
+    # Epoch ticks are whole numbers also on short runs (train.max_epochs=2 drew 0.5, 1.5).
+    assert template["encoding"]["x"]["axis"]["tickMinStep"] == 1
+
+
+@pytest.mark.parametrize(("lines", "points"), [(2, 5), (2, 20), (10, 20), (4, 400), (10, 300)])
+def test_coinciding_report_curves_put_their_markers_at_different_points(lines, points):
+    """The report's figures: lines whose curves coincide (imdb's SGD weight decay and L2 pair, circles'
+    overfit and maxnorm) are told apart by markers, which must not sit on top of each other."""
+    styles = [line_style(index, lines, points) for index in range(lines)]
+    assert len({(style["color"], style["linestyle"], style["marker"]) for style in styles}) == lines
+    marked = [set(range(points)[style["markevery"][0] :: style["markevery"][1]]) for style in styles]
+    assert all(len(points_marked) >= min(8, points // lines) for points_marked in marked)
+    for first in range(lines):
+        for second in range(first + 1, lines):
+            assert not marked[first] & marked[second], (first, second)
+
+
+def test_report_figures_tick_epochs_at_whole_numbers(tmp_path, monkeypatch):
+    """A few epochs (imdb's 20, a quick run's 5) drew ticks at 2.5 and 7.5 before MaxNLocator(integer=True)."""
+    import numpy as np
+
+    from regbench import plots
+
+    drawn = []
+    monkeypatch.setattr(plots, "save", lambda figure, path: drawn.append(figure))
+    repeats = np.array([[0.9, 0.7, 0.6, 0.55, 0.5], [0.8, 0.7, 0.6, 0.5, 0.45]])
+    curves = {variant: dict.fromkeys(plots.PANELS.values(), repeats) for variant in ("a", "b")}
+    plots.plot_learning_curves(curves, tmp_path / "curves.png", "t", 400, "variant")
+    plots.plot_side_by_side({"p": {"a": repeats, "b": repeats}}, tmp_path / "pair.png", "t", "loss", 400)
+    axes = [axis for figure in drawn for axis in figure.axes]
+    assert len(axes) == 5
+    for axis in axes:
+        ticks = [tick for tick in axis.get_xticks() if 1 <= tick <= 5]
+        assert ticks and all(float(tick).is_integer() for tick in ticks), ticks

@@ -85,7 +85,7 @@ def test_report_lists_every_claim_of_the_experiments_it_ran(workdir):
     assert "## How to read the verdicts" in text and "| 3 | normal |" in text  # calibration at the repeats used
     assert "Student t: one-sided p = " in text and "exact sign-flip p = " in text
     # Sequential verdicts (params.yaml: decide.sequential): the looks, their alphas and Holm's input in words.
-    assert "**Sequential looks**" in text and "measured mean [t interval at its look's level]" in text
+    assert "**Sequential looks**" in text and "measured mean [t interval, 95% unless stated]" in text
     assert "(their sequential p-values)" in text
     # 3 repeats, before the first look (decide.start = 5): how far each claim is from a decision.
     assert re.search(r"inconclusive</span> at 3 repeats; about \d+ needed", text)
@@ -195,3 +195,69 @@ def test_the_report_explains_weight_decay_against_l2_and_shows_both_pairs_side_b
     # Same-seed parting: the SGD pair first differs beyond 1e-4 at epoch 4, the RMSprop pair at epoch 1.
     assert "repeat 0: epoch 4 (largest 0.0003)" in text and "repeat 0: epoch 1 (largest 0.3)" in text
     assert drawn == ["imdb_weight_decay_vs_l2.png"] and (figures / drawn[0]).stat().st_size > 10_000
+
+
+def test_the_summary_and_adaptive_repeats_tables_read_at_a_glance():
+    """On the committed decide run: every claim of the rounds table linked to its section with its verdict
+    badge; every interval judged at a sequential look states that look's level (98.2%, not the nominal 95%)."""
+    from regbench import config, report
+
+    params = config.load(REPO_ROOT / "params.yaml")
+    evaluation = json.loads((REPO_ROOT / "reports/claims_detail.json").read_text())
+    rounds = json.loads((REPO_ROOT / "reports/decide_rounds.json").read_text())
+    rows = [line for line in report.adaptive_lines(rounds, evaluation, params) if line.startswith("| [`")]
+    summary = report.summary_table(evaluation)
+    assert "measured mean [t interval, 95% unless stated]" in summary[0]
+    assert len(rows) == len(evaluation["claims"]) == len(summary) - 2
+    for row, line, (claim_id, entry) in zip(rows, summary[2:], evaluation["claims"].items(), strict=True):
+        assert row.startswith(f"| [`{claim_id}`](#{report._anchor(claim_id)}) | {report.badge(entry['verdict'])} |")
+        if "ci_low" in entry:
+            level = f"] at {entry['confidence']:.1%} |"
+            assert level in row and level in line and 0.95 < entry["confidence"] < 1
+
+
+def test_variants_that_did_not_learn_are_flagged_in_words(tmp_path):
+    """Hand-made sonar records (majority class 111 of 208 = 0.534): a variant at that rate on validation and
+    training is flagged, one that memorized its training rows (validation at chance only) is not."""
+    from regbench import config, records, report
+    from tests.conftest import real_params
+
+    params = config.parse(real_params())
+    results_dir = tmp_path / "results"
+    chance = 111 / 208
+    finals = {"dropout_maxnorm": (chance, chance + 0.005), "baseline": (0.83, 0.99), "smaller": (chance, 0.98)}
+    for variant, (validation, train) in finals.items():
+        runs = []
+        for repeat in range(3):
+            record = {"member": variant, "grid_value": None, "repeat": repeat, "seed": repeat, "fold": None}
+            record.update(status="ok", diverged_epoch=None, epochs=4, seconds=0.0, mlflow_run_id=None)
+            record["train_eval_accuracy"] = train
+            curves = {m: np.full(4, 0.5) for m in claims.EPOCH_METRICS}
+            curves["val_accuracy"] = np.array([0.5, 0.52, 0.53, validation])
+            runs.append(records.Run(variant, repeat, None, "ok", curves, {}, None, repeat, record))
+        directory = results_dir / f"sonar-{variant}"
+        directory.mkdir(parents=True)
+        records.write(directory, runs)
+        balance = {"class_balance": {"y_train": {"0": 111, "1": 97}}}  # CV: validation rows are training rows
+        (directory / "manifest.json").write_text(json.dumps({"data_manifest": balance}))
+    results = report.ExperimentResults(params, "sonar", results_dir)
+    reason = results.did_not_learn("dropout_maxnorm")
+    assert reason is not None and "majority-class rate of 0.5337" in reason and "most frequent class" in reason
+    assert results.did_not_learn("baseline") is None and results.did_not_learn("smaller") is None
+    flags = report.not_learned({"sonar": results})
+    assert list(flags) == ["sonar-dropout_maxnorm"]
+    assert any(
+        line.startswith("- `sonar-dropout_maxnorm`: validation accuracy") for line in report.not_learned_lines(flags)
+    )
+    rows = {line.split(" | ")[0]: line for line in report.published_table(results, {}, params)[2:]}
+    assert rows["| dropout_maxnorm"].endswith("| **no**: see below |") and rows["| baseline"].endswith("| yes |")
+
+
+@pytest.mark.skipif(not (REPO_ROOT.parent / "shared").exists(), reason="no shared/ beside the repository")
+def test_the_committed_reports_source_links_open_the_seed_tutorials():
+    """The links are relative to reports/ and reach ../shared/seeds/ beside the clone (as in CI)."""
+    text = (REPO_ROOT / "reports" / "report.md").read_text()
+    links = set(re.findall(r"\]\((\.\./\.\./shared/seeds/[^)]+)\)", text))
+    declared = {claim.source for claim in claims.load_registry(REPO_ROOT / "claims.yaml").claims}
+    assert {link.rsplit("/", 1)[1] for link in links} == declared
+    assert all((REPO_ROOT / "reports" / link).resolve().is_file() for link in links)

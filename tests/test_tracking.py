@@ -1,8 +1,21 @@
 """MLflow recording in a real SQLite store: experiment kind, parent summaries, no duplicated finals."""
 
+import json
+
 from mlflow import MlflowClient
 
-from regbench.tracking import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG, Tracker, runs_view_url
+from regbench.tracking import (
+    EXPERIMENT_KIND,
+    EXPERIMENT_KIND_TAG,
+    SHARED_VIEW_KEY,
+    SHARED_VIEW_TAG_PREFIX,
+    SUMMARY_COLUMNS,
+    VARIANT_TAG,
+    Tracker,
+    runs_view_url,
+    start_stage_run,
+)
+from tests.conftest import REPO_ROOT
 
 HISTORY = {"loss": [0.9, 0.5, 0.3], "val_loss": [0.8, 0.6, 0.7], "reg_loss": [0.0, 0.0, 0.0]}
 
@@ -14,7 +27,12 @@ def test_experiment_is_model_training_also_when_it_existed_before(tmp_path):
     assert EXPERIMENT_KIND_TAG not in client.get_experiment(old).tags
     for name in ("regbench/old", "regbench/new"):
         tracker = Tracker(name, uri)
-        assert client.get_experiment(tracker.experiment_id).tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+        tags = client.get_experiment(tracker.experiment_id).tags
+        assert tags[EXPERIMENT_KIND_TAG] == EXPERIMENT_KIND
+        # The shared view the runs view link opens: the summary metrics as the table's columns.
+        view = json.loads(tags[SHARED_VIEW_TAG_PREFIX + SHARED_VIEW_KEY])
+        assert view["selectedColumns"] == [f"metrics.`{metric}`" for metric in SUMMARY_COLUMNS]
+        assert view["orderByKey"] == f"tags.`{VARIANT_TAG}`" and view["orderByAsc"] is True
 
 
 def test_child_finals_that_repeat_the_last_epoch_are_not_sent_and_parent_gets_means(tmp_path):
@@ -44,6 +62,44 @@ def test_grid_members_get_one_prefix_each_on_the_parent(tmp_path):
     assert metrics == {"hidden_dropout_0.0/final_val_accuracy": 0.0, "hidden_dropout_0.5/final_val_accuracy": 0.5}
 
 
-def test_runs_view_url_opens_the_model_training_runs_tab():
+def test_runs_view_url_opens_the_model_training_runs_tab_in_the_shared_summary_view():
     url = runs_view_url("http://127.0.0.1:5000/", "7")
-    assert url == "http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning"
+    assert url == (
+        f"http://127.0.0.1:5000/#/experiments/7/runs?workflowType=machine_learning&viewStateShareKey={SHARED_VIEW_KEY}"
+    )
+
+
+def test_the_summary_columns_are_metrics_every_parent_run_gets(tmp_path):
+    """A column of the shared view that no parent run carries would show '-' for every variant.
+
+    Checked on the committed metrics.json of every single-member train stage: what train logs to its
+    parent run (log_summary of that summary).
+    """
+    tracker = Tracker("regbench/columns", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    client = MlflowClient(tracker.uri)
+    stages = sorted((REPO_ROOT / "results" / "train").glob("*/metrics.json"))
+    assert len(stages) > 20
+    for path in stages:
+        summary = json.loads(path.read_text())
+        if len(summary) != 1:
+            continue  # grid members' keys are prefixed, one section per member
+        parent = tracker.start(path.parent.name, tags={}, params={})
+        tracker.log_summary(parent, summary)
+        assert set(SUMMARY_COLUMNS) <= set(client.get_run(parent).data.metrics), path.parent.name
+
+
+def test_the_shared_views_sort_puts_every_parent_run_before_the_child_runs(tmp_path):
+    """MLflow sorts runs without the tag last: the runs table's first page of 100 starts with every variant."""
+    tracker = Tracker("regbench/sort", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parents = []
+    for variant in ("dropout", "baseline"):
+        context = {"stage": f"train@sort-{variant}", "git_revision": "r", "data_digest": "d", "data_source": "s"}
+        parents.append(start_stage_run(tracker, f"sort-{variant}", context, variant, params={}))
+        for repeat in range(3):
+            tracker.start(f"{variant}-r{repeat}", tags={}, params={}, parent=parents[-1])
+    view = json.loads(
+        tracker.client.get_experiment(tracker.experiment_id).tags[SHARED_VIEW_TAG_PREFIX + SHARED_VIEW_KEY]
+    )
+    order = f"{view['orderByKey']} {'ASC' if view['orderByAsc'] else 'DESC'}"
+    first = tracker.client.search_runs([tracker.experiment_id], order_by=[order], max_results=2)
+    assert [run.info.run_name for run in first] == ["sort-baseline", "sort-dropout"]

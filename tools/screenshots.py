@@ -68,7 +68,7 @@ def mlflow_shots(out: Path, store: str, experiment: str) -> list[Path]:
     with mlflow_ui(store) as ui:
         print(f"mlflow ui answered after {ui.seconds_to_answer:.1f} s", flush=True)
         return [
-            screenshot(runs_view_url(ui.url, found.experiment_id), out / "mlflow_runs.png", (1400, 1000), 20000),
+            screenshot(runs_view_url(ui.url, found.experiment_id), out / "mlflow_runs.png", (1900, 1000), 20000),
             screenshot(
                 run_url(ui.url, parent.info.run_id, found.experiment_id),
                 out / "mlflow_parent_run.png",
