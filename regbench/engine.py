@@ -15,7 +15,9 @@ by resetting weights rather than rebuilding, so it is traced once per model.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -39,6 +41,10 @@ ProgressFn = Callable[[int, dict[str, float]], None]
 # Up to this width the sparse first layer uses tf.sparse.sparse_dense_matmul, above it segment sums
 # (see multi_hot_matmul for the measurements).
 SPARSE_MATMUL_MAX_UNITS = 32
+# Keras' random state (set_random_seed, the weight initializers) is one per process. Trainers that train
+# side by side build, trace and reset under this lock, so a run's initial weights and dropout seeds come
+# from its own seed whatever the other threads do.
+GLOBAL_RANDOM_STATE = threading.RLock()
 
 
 @dataclass
@@ -202,13 +208,15 @@ def next_chunk(chunk_seconds: float, elapsed: float, epochs_run: int, epochs_lef
     return int(max(1, min(chunk_seconds / max(per_epoch, 1e-6), epochs_left)))
 
 
-def multi_hot_matmul(tf, words, kernel):
+def multi_hot_matmul(tf, words, kernel, by_column=None):
     """A multi-hot batch times ``kernel``, computed from the words' column ids without densifying the batch.
 
-    ``words`` is a ragged batch of column ids (int32). Measured on IMDB batches of 512 on 2 cores, forward
-    plus backward of the first layer, dense product / sparse_dense_matmul / segment sums: 24 / 5.5 / 10 ms
-    at 16 units, 31 / 31 / 13 ms at 64 and 96 / 176 / 37 ms at 512. sparse_dense_matmul's gradient runs on
-    one core and slows down with width; the segment sums pay a sort of the nonzeros by column instead.
+    ``words`` is a ragged batch of column ids (int32). ``by_column``, when given, is the stable order
+    of its nonzeros by column (``column_order``, computed on the host); else the gradient sorts them.
+    Measured on IMDB batches of 512 on 2 cores, forward plus backward of the first layer, dense product /
+    sparse_dense_matmul / segment sums: 24 / 5.5 / 10 ms at 16 units, 31 / 31 / 13 ms at 64 and 96 / 176
+    / 37 ms at 512. sparse_dense_matmul's gradient runs on one core and slows down with width; the
+    segment sums pay a sort of the nonzeros by column instead.
     """
     rows = tf.cast(words.value_rowids(), tf.int32)
     columns = words.flat_values
@@ -224,17 +232,37 @@ def multi_hot_matmul(tf, words, kernel):
     def product(kernel):
         def gradient(upstream):
             # batch^T @ upstream is the same kind of segment sum once the nonzeros are ordered by column.
-            by_column = tf.argsort(columns, stable=True)
+            order = tf.argsort(columns, stable=True) if by_column is None else by_column
             return tf.sparse.segment_sum(
                 upstream,
-                tf.gather(rows, by_column),
-                tf.gather(columns, by_column),
+                tf.gather(rows, order),
+                tf.gather(columns, order),
                 num_segments=tf.shape(kernel)[0],
             )
 
         return tf.sparse.segment_sum(kernel, columns, rows, num_segments=n_rows), gradient
 
     return product(kernel)
+
+
+def column_order(x: BinaryCsr, orders: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """For every training batch of ``orders`` (epochs x rows), the stable order of its nonzeros by column.
+
+    The wide sparse layer's gradient sums the batch's nonzeros column by column. Sorting them in the graph
+    (``tf.argsort``, a TopKV2) took 0.27 s of imdb-bigger's 2.2 s epoch on one core; NumPy's stable radix
+    sort of the 16-bit column ids takes 0.02 s for the whole epoch. A stable order is unique, so the
+    gradient is the same to the bit. Returns the orders of all batches, concatenated, and their offsets.
+    """
+    # 16-bit ids get NumPy's radix sort; the prepared IMDB ids are uint16 already.
+    small = x.n_columns <= 2**16 and x.indices.dtype.itemsize > 2
+    csr = BinaryCsr(x.indptr, x.indices.astype(np.uint16), x.n_columns) if small else x
+    pieces = [
+        np.argsort(csr.take(epoch_order[start : start + batch_size]).indices, kind="stable").astype(np.int32)
+        for epoch_order in orders
+        for start in range(0, orders.shape[1], batch_size)
+    ]
+    offsets = np.concatenate([[0], np.cumsum([len(piece) for piece in pieces])]).astype(np.int64)
+    return (np.concatenate(pieces) if pieces else np.zeros(0, np.int32)), offsets
 
 
 def graph_loop(tf, count, body, state, unroll: int = 0):
@@ -287,9 +315,10 @@ class CompiledTrainer:
         self.params, self.input_dim, self.output_dim = params, input_dim, output_dim
         self.sparse, self.chunk_seconds = sparse, chunk_seconds
         self.spec = ModelSpec.of(params, input_dim, output_dim)
-        self.model = build_model(self.spec)
-        self.optimizer = build_optimizer(params.optimizer, undecayed_weights(self.model))
-        self.optimizer.build(self.model.trainable_variables)
+        with GLOBAL_RANDOM_STATE:
+            self.model = build_model(self.spec)
+            self.optimizer = build_optimizer(params.optimizer, undecayed_weights(self.model))
+            self.optimizer.build(self.model.trainable_variables)
         self._optimizer_initial = [v.numpy() for v in self.optimizer.variables]
         self._loss = keras.losses.get(params.loss)
         self._categorical = params.loss == "categorical_crossentropy"
@@ -299,8 +328,11 @@ class CompiledTrainer:
         if sparse and self.spec.input_dropout == 0:
             layers = [layer for layer in self.model.layers if not isinstance(layer, keras.layers.InputLayer)]
             self._first, self._rest = layers[0], layers[1:]
+        # Host-side column orders for the wide sparse layer's gradient (column_order); empty otherwise.
+        self._host_order = self._first is not None and self.spec.layer_sizes[1] > SPARSE_MATMUL_MAX_UNITS
         signature = [self._x_spec(), tf.TensorSpec([None, output_dim], tf.float32)] * 2
         signature.append(tf.TensorSpec([None, None], tf.int32))
+        signature += [tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int64)]
         self._run_chunk = tf.function(self._chunk, input_signature=signature, autograph=False)
 
     def _x_spec(self):
@@ -319,7 +351,7 @@ class CompiledTrainer:
         ones = tf.ones(tf.shape(coordinates)[0], tf.float32)
         return tf.scatter_nd(coordinates, ones, [tf.shape(index)[0], self.input_dim])
 
-    def _predict(self, x, index, training: bool):
+    def _predict(self, x, index, training: bool, by_column=None):
         """The model's output for rows ``index`` of ``x``.
 
         With sparse multi-hot inputs the first layer is a sparse product over
@@ -329,7 +361,8 @@ class CompiledTrainer:
         tf = self.tf
         if self._first is None:
             return self.model(self._rows(x, index), training=training)
-        h = multi_hot_matmul(tf, tf.gather(x, index), tf.convert_to_tensor(self._first.kernel)) + self._first.bias
+        kernel = tf.convert_to_tensor(self._first.kernel)
+        h = multi_hot_matmul(tf, tf.gather(x, index), kernel, by_column) + self._first.bias
         h = self._first.activation(h)
         for layer in self._rest:
             h = layer(h, training=training)
@@ -341,7 +374,7 @@ class CompiledTrainer:
     def _penalty(self):
         return self.tf.add_n(self.model.losses) if self._has_penalty else self.tf.constant(0.0)
 
-    def _chunk(self, x_train, y_train, x_val, y_val, orders):
+    def _chunk(self, x_train, y_train, x_val, y_val, orders, by_column, by_column_offsets):
         tf = self.tf
         batch_size = self.params.batch_size
         n_train = tf.shape(orders)[1]
@@ -355,8 +388,12 @@ class CompiledTrainer:
             def train_step(batch, sums):
                 index = orders[epoch, batch * batch_size : (batch + 1) * batch_size]
                 y_batch = tf.gather(y_train, index)
+                order = None
+                if self._host_order:
+                    at = epoch * n_batches + batch
+                    order = by_column[by_column_offsets[at] : by_column_offsets[at + 1]]
                 with tf.GradientTape() as tape:
-                    predictions = self._predict(x_train, index, training=True)
+                    predictions = self._predict(x_train, index, training=True, by_column=order)
                     loss = tf.reduce_mean(self._loss(y_batch, predictions)) + self._penalty()
                 gradients = tape.gradient(loss, variables)
                 self.optimizer.apply(gradients, variables)
@@ -381,10 +418,16 @@ class CompiledTrainer:
         n_epochs = tf.shape(orders)[0]
         return graph_loop(tf, n_epochs, epoch_step, tf.TensorArray(tf.float32, size=n_epochs)).stack()
 
+    def trace(self) -> None:
+        """Trace the compiled chunk now (from its input signature, without running it)."""
+        with GLOBAL_RANDOM_STATE:
+            self._run_chunk.get_concrete_function()
+
     def reset(self, seed: int) -> None:
         """Fresh initial weights, optimizer state and dropout seeds, all from ``seed``."""
-        keras.utils.set_random_seed(seed)
-        fresh = build_model(self.spec)
+        with GLOBAL_RANDOM_STATE:
+            keras.utils.set_random_seed(seed)
+            fresh = build_model(self.spec)
         for target, source in zip(self.model.weights, fresh.weights, strict=True):
             target.assign(source)
         for variable, initial in zip(self.optimizer.variables, self._optimizer_initial, strict=True):
@@ -401,7 +444,14 @@ class CompiledTrainer:
             )
         return tf.constant(x, tf.float32)
 
-    def train(self, data: FitData, seed: int, progress: ProgressFn | None = None) -> History:
+    def train(
+        self,
+        data: FitData,
+        seed: int,
+        progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
+    ) -> History:
+        """Train from ``seed``; stops between chunks once ``cancel`` is set (a side-by-side run failed)."""
         self.reset(seed)
         params = self.params
         orders = epoch_orders(len(data.y_train), params.epochs, params.shuffle, np.random.default_rng([seed, 1]))
@@ -410,8 +460,16 @@ class CompiledTrainer:
         started = time.perf_counter()
         epoch, chunk = 0, 1
         while epoch < params.epochs:
+            if cancel is not None and cancel.is_set():
+                raise RuntimeError("training cancelled")
             chunk_started = time.perf_counter()
-            rows = self._run_chunk(*inputs, orders[epoch : epoch + chunk]).numpy()
+            chunk_orders = orders[epoch : epoch + chunk]
+            by_column = (
+                column_order(data.x_train, chunk_orders, params.batch_size)
+                if self._host_order
+                else (np.zeros(0, np.int32), np.zeros(1, np.int64))
+            )
+            rows = self._run_chunk(*inputs, chunk_orders, *by_column).numpy()
             elapsed = time.perf_counter() - chunk_started
             for row in rows:
                 epoch += 1
@@ -440,6 +498,20 @@ class CompiledTrainer:
             losses.append(float(tf.reduce_sum(self._loss(y_batch, predictions))))
             correct.append(float(tf.reduce_sum(self._correct(y_batch, predictions))))
         return sum(losses) / len(y) + float(self._penalty()), sum(correct) / len(y)
+
+
+def one_thread_per_op() -> None:
+    """Run each op on one thread, so trainers training side by side keep one core each.
+
+    Measured on the circles grid (45 runs, 2 cores), 1,000 epochs took 14-18 s as one stacked part with
+    TensorFlow's default thread pool, 14-16 s as two parts sharing it, and 10-11 s as two parts with one
+    thread per op; imdb-bigger's per-run trainer took 2.2 s per epoch with one thread per op and 3.0 s with
+    the pool, under the same load, with identical histories. TensorFlow fixes its pool when it starts; where
+    it has started already (tests train in-process) the pool is left as it is, which changes speed only.
+    """
+    tf = tensorflow_backend()
+    with contextlib.suppress(RuntimeError):
+        tf.config.threading.set_intra_op_parallelism_threads(1)
 
 
 def make_trainer(

@@ -20,7 +20,6 @@ Dense inputs and the TensorFlow backend only; IMDB's sparse inputs use
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
 import threading
@@ -42,6 +41,7 @@ from regbench.engine import (
     epoch_orders,
     graph_loop,
     next_chunk,
+    one_thread_per_op,
     tensorflow_backend,
 )
 from regbench.models import ModelSpec, build_model, build_optimizer
@@ -471,7 +471,7 @@ def train_jobs(
     # From one run's size, not the stack's: the thread pool can change how a matrix product sums, so
     # a choice that followed the number of seeds or parts would make a run's bits depend on them.
     if _step_flops(jobs[0].params, input_dim, output_dim, 1) < SMALL_STEP_FLOPS_PER_RUN:
-        _one_thread_per_op()
+        one_thread_per_op()
     started = time.perf_counter()
     # Trainers are built, reset and traced here, one after another: reset seeds Keras' global
     # random state, so it must not run concurrently.
@@ -545,20 +545,6 @@ def _step_flops(params: VariantParams, input_dim: int, output_dim: int, runs: in
     """Multiply-adds of one forward pass over a batch, for ``runs`` stacked runs."""
     sizes = ModelSpec.of(params, input_dim, output_dim).layer_sizes
     return runs * params.batch_size * sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=True))
-
-
-def _one_thread_per_op() -> None:
-    """Run each op on one thread: parts training side by side then keep one core each, and a small stack
-    does not pay for spreading tiny ops over the pool.
-
-    A stacked program's ops are small: measured on the circles grid (45 runs, 2 cores), 1,000 epochs
-    took 14-18 s as one part with TensorFlow's default thread pool, 14-16 s as two parts sharing it,
-    and 10-11 s as two parts with one thread per op. TensorFlow fixes its pool when it starts; where it
-    has started already (tests train in-process) the pool is left as it is, which changes speed only.
-    """
-    tf = tensorflow_backend()
-    with contextlib.suppress(RuntimeError):
-        tf.config.threading.set_intra_op_parallelism_threads(1)
 
 
 def refusal(params: VariantParams) -> str | None:

@@ -331,3 +331,66 @@ def test_a_dropout_run_is_the_same_in_any_stack_and_any_part(monkeypatch, name):
         [stacked.Job(data, 4, params)], dims, 1, 1.0, lambda i: None, lambda i, h, e: finished.update(h=h)
     )
     assert finished["h"].metrics != alone[0]
+
+
+def toy_reviews(n_rows: int, n_columns: int = 40, seed: int = 0):
+    """Multi-hot rows in the prepared IMDB layout (uint16 column ids, each row's ids in order)."""
+    from regbench.sparse import BinaryCsr
+
+    rng = np.random.default_rng(seed)
+    dense = rng.uniform(size=(n_rows, n_columns)) < 0.2
+    rows = [np.flatnonzero(row).astype(np.uint16) for row in dense]
+    csr = BinaryCsr(np.concatenate([[0], np.cumsum([len(r) for r in rows])]), np.concatenate(rows), n_columns)
+    return csr, (dense[:, :3].sum(axis=1) > 0).astype(np.float32)
+
+
+def test_column_order_is_the_stable_sort_the_graph_would_make():
+    x, _ = toy_reviews(50)
+    orders = engine.epoch_orders(50, 3, True, np.random.default_rng(1))
+    order, offsets = engine.column_order(x, orders, 16)
+    assert len(offsets) == 3 * 4 + 1  # 3 epochs of 4 batches (16, 16, 16, 2 rows)
+    at = 0
+    for epoch_order in orders:
+        for start in range(0, 50, 16):
+            columns = x.take(epoch_order[start : start + 16]).indices.astype(np.int64)
+            mine = order[offsets[at] : offsets[at + 1]]
+            np.testing.assert_array_equal(mine, np.argsort(columns, kind="stable"))
+            assert np.all(np.diff(columns[mine]) >= 0)
+            at += 1
+
+
+@pytest.mark.parametrize("hidden_dropout", [0.0, 0.5])
+def test_runs_side_by_side_equal_runs_one_at_a_time(hidden_dropout):
+    """The per-run engine trains train.stack_parts runs at once, one thread per op each: a run's history and
+    evaluations are the ones it has alone (the host column order, the lock on Keras' random state)."""
+    from regbench import datasets, schedule
+    from regbench.progress import Progress
+    from regbench.tracking import ChildRuns
+
+    x_train, y_train = toy_reviews(60, seed=0)
+    x_test, y_test = toy_reviews(30, seed=1)
+    data = datasets.PreparedData({"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test})
+    member = dataclasses.replace(
+        PARAMS.experiments["imdb"].variants["original"].members[0],
+        params=variant(
+            "imdb",
+            "original",
+            hidden=(engine.SPARSE_MATMUL_MAX_UNITS + 8, 4),
+            epochs=4,
+            batch_size=16,
+            hidden_dropout=hidden_dropout,
+        ),
+    )
+
+    def train(parts: int):
+        params = dataclasses.replace(PARAMS, train=dataclasses.replace(PARAMS.train, stack_parts=parts))
+        specs = schedule.run_specs(params, (0, 1, 2, 3, 4), [member], data, [None])
+        results = schedule.train_all(params, specs, data, ChildRuns(None, None, {}, 50), Progress("t", 5), "t")
+        return results
+
+    alone, side_by_side = train(1), train(2)
+    assert [r.seed for r in side_by_side] == [0, 1, 2, 3, 4]
+    for ours, theirs in zip(side_by_side, alone, strict=True):
+        assert ours.history.metrics == theirs.history.metrics
+        assert ours.evaluations == theirs.evaluations
+    assert alone[0].history.metrics != alone[1].history.metrics
