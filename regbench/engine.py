@@ -19,7 +19,8 @@ import contextlib
 import math
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import keras
@@ -498,6 +499,22 @@ class CompiledTrainer:
             losses.append(float(tf.reduce_sum(self._loss(y_batch, predictions))))
             correct.append(float(tf.reduce_sum(self._correct(y_batch, predictions))))
         return sum(losses) / len(y) + float(self._penalty()), sum(correct) / len(y)
+
+
+def side_by_side(tasks: Sequence[Callable[[threading.Event], object]], threads: int) -> list:
+    """Run ``tasks`` in a pool of ``threads`` (the compiled chunks run without the GIL); results in task order.
+
+    Each task gets the same cancel event, set once any task fails (or the stage is interrupted), so the
+    others stop at their next chunk instead of training on. Stacked parts and per-run trainers both use it.
+    """
+    cancel = threading.Event()
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="train") as pool:
+        futures = [pool.submit(task, cancel) for task in tasks]
+        try:
+            return [future.result() for future in futures]
+        except BaseException:
+            cancel.set()
+            raise
 
 
 def one_thread_per_op() -> None:

@@ -10,12 +10,12 @@ stacked engine implements every setting, else one trainer per member
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import math
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,7 +23,7 @@ import numpy as np
 
 from regbench import datasets, records
 from regbench.config import ExperimentParams, Member, Params, VariantParams
-from regbench.engine import FitData, binary_targets, make_trainer, one_thread_per_op
+from regbench.engine import FitData, binary_targets, make_trainer, one_thread_per_op, side_by_side
 from regbench.progress import Progress
 from regbench.records import RunResult
 from regbench.schema import flatten, to_plain
@@ -267,17 +267,17 @@ def _side_by_side(
     """
     one_thread_per_op()
     input_dim, output_dim, sparse = shapes
-    lock, cancel = threading.Lock(), threading.Event()
+    lock = threading.Lock()
     pending = list(range(len(specs)))
     walls: dict[int, float] = {}
 
-    def next_index() -> int | None:
+    def next_index(cancel: threading.Event) -> int | None:
         with lock:
             return pending.pop(0) if pending and not cancel.is_set() else None
 
-    def work(worker: int) -> None:
+    def work(worker: int, cancel: threading.Event) -> None:
         trainers: dict[int, Any] = {}
-        while (index := next_index()) is not None:
+        while (index := next_index(cancel)) is not None:
             spec = specs[index]
             trainer = trainers.get(id(spec.member))
             if trainer is None:
@@ -295,19 +295,12 @@ def _side_by_side(
             started = time.perf_counter()
             history = trainer.train(spec.job.data, spec.job.seed, reporter, cancel)
             evaluations = _evaluate(trainer, spec.job, history)
-            walls[index] = time.perf_counter() - started
             with lock:
+                walls[index] = time.perf_counter() - started
                 collector.done(index, history, evaluations)
 
     started = time.perf_counter()
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="run") as pool:
-        futures = [pool.submit(work, worker) for worker in range(workers)]
-        try:
-            for future in futures:
-                future.result()
-        except BaseException:
-            cancel.set()  # the other workers stop at their next chunk instead of training on
-            raise
+    side_by_side([functools.partial(work, worker) for worker in range(workers)], workers)
     # A run's seconds: its share of the wall time, so the stage's training seconds add up to the wall time.
     scale = (time.perf_counter() - started) / max(sum(walls.values()), 1e-9)
     for index, result in collector.results.items():

@@ -21,11 +21,11 @@ Dense inputs and the TensorFlow backend only; IMDB's sparse inputs use
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import keras
@@ -42,6 +42,7 @@ from regbench.engine import (
     graph_loop,
     next_chunk,
     one_thread_per_op,
+    side_by_side,
     tensorflow_backend,
 )
 from regbench.models import ModelSpec, build_model, build_optimizer
@@ -494,7 +495,12 @@ def train_jobs(
     if len(trainers) == 1:
         results = [trainers[0][0].fit(trainers[0][1], progress)]
     else:
-        results = _side_by_side(trainers, progress, parts)
+        # The first part reports progress for all.
+        fits = [
+            functools.partial(trainer.fit, members, progress if number == 0 else None)
+            for number, (trainer, members) in enumerate(trainers)
+        ]
+        results = side_by_side(fits, parts)
     seconds = (time.perf_counter() - started) / len(jobs)
     for indices, (trainer, members), histories in zip(split, trainers, results, strict=True):
         evaluations: list[dict[str, float]] = [{} for _ in members]
@@ -524,21 +530,6 @@ def plan_parts(jobs: Sequence[Job], parts: int) -> list[list[int]]:
         for indices in groups.values()
         for part in np.array_split(indices, max(1, min(parts, len(indices) // MIN_RUNS_PER_PART)))
     ]
-
-
-def _side_by_side(trainers, progress: ProgressFn | None, threads: int) -> list[list[History]]:
-    """``fit`` every (trainer, jobs) pair in a pool of threads; the first reports progress for all."""
-    cancel = threading.Event()
-    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="stack") as pool:
-        futures = [
-            pool.submit(trainer.fit, members, progress if number == 0 else None, cancel)
-            for number, (trainer, members) in enumerate(trainers)
-        ]
-        try:
-            return [future.result() for future in futures]
-        except BaseException:
-            cancel.set()  # the other parts stop at their next chunk instead of training on
-            raise
 
 
 def _step_flops(params: VariantParams, input_dim: int, output_dim: int, runs: int) -> int:
