@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-# Keras' per-batch logs and TensorFlow's start-up chatter do not belong in the DVC log.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-from regbench import config  # noqa: E402
-from regbench.cli import one_argument, run_stage  # noqa: E402
-from regbench.io import atomic_directory  # noqa: E402
+from regbench import config
+from regbench.cli import one_argument, run_stage
+from regbench.io import atomic_directory
 
 
 def main(argv: list[str]) -> None:

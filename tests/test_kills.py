@@ -113,12 +113,12 @@ def circles_store(repo: Path) -> tuple[MlflowClient, str]:
     return client, client.get_experiment_by_name("regbench/circles").experiment_id
 
 
-def repro_in_background(repo: Path) -> subprocess.Popen:
+def repro_in_background(repo: Path, **environment: str) -> subprocess.Popen:
     """``dvc repro train@circles-overfit``, to be killed by the test."""
     return subprocess.Popen(
         [sys.executable, "-m", "dvc", "repro", "train@circles-overfit"],
         cwd=repo,
-        env=dvc_env(),
+        env={**dvc_env(), **environment},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -161,7 +161,9 @@ def test_sigkill_while_writing_outputs_keeps_the_previous_ones_and_status_clean(
     before = digests(repo)
     out = repo / "results/train/circles-overfit"
     client, experiment = circles_store(repo)
-    process = repro_in_background(repo)
+    # Suspending the stage process must suspend the work: SIGSTOP cannot be relayed to a warm server's child
+    # (regbench/warm.py), so this stage runs in its own process. The SIGKILL test above runs it warm.
+    process = repro_in_background(repo, REGBENCH_WARM="0")
     try:
         deadline, stage = time.monotonic() + 300, None
         # The manifest is the last file the stage writes before it logs its summary, histories and

@@ -46,7 +46,8 @@ def test_two_queued_experiments_in_parallel_keep_all_runs_in_the_repositorys_sto
             time.sleep(3)
     finally:
         dvc(repo, "queue", "stop", "--kill", check=False)
-    assert status.count("Success") == 2, status + "\n" + dvc(repo, "queue", "logs", names[0], check=False).stdout
+    logs = "\n".join(f"--- {name}:\n" + dvc(repo, "queue", "logs", name, check=False).stdout for name in names)
+    assert status.count("Success") == 2, status + "\n" + logs
 
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")
     experiment = client.get_experiment_by_name("regbench/circles")
