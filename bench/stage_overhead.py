@@ -6,8 +6,9 @@ In a temporary copy of this checkout (tracked files and the run's prepared data,
 runs ``python -m stages.train <run>`` ``repeats`` times each way, alternating: cold (``REGBENCH_WARM=0``)
 and warm. The first warm run starts the server and is reported apart. The run store is emptied before each
 run, so every run trains. Overhead is the stage process' wall time minus the training seconds its manifest
-records: start-up, data loading, MLflow, writing outputs and the figure. Prints medians and warm/cold ratios,
-and checks that both ways wrote byte-identical histories.
+records: start-up, data loading, MLflow, writing outputs and the figure. Peak PSS is the memory of the stage
+process, and for warm runs of the server and its child too (bench/memory.py). Prints medians and warm/cold
+ratios, and checks that both ways wrote byte-identical histories.
 """
 
 from __future__ import annotations
@@ -24,6 +25,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.memory import Sampler  # noqa: E402
+from regbench import warm  # noqa: E402
 
 
 def copy_checkout(destination: Path, run: str) -> Path:
@@ -41,47 +46,54 @@ def copy_checkout(destination: Path, run: str) -> Path:
     return destination
 
 
-def one(checkout: Path, run: str, warm: bool) -> dict:
+def one(checkout: Path, run: str, warm_start: bool) -> dict:
     out = checkout / "results/train" / run
     shutil.rmtree(out, ignore_errors=True)  # the run store too: every run trains
-    environment = {**os.environ, "REGBENCH_WARM": "1" if warm else "0"}
+    environment = {**os.environ, "REGBENCH_WARM": "1" if warm_start else "0"}
     environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment.get('PATH', '')}"
     started = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "stages.train", run], cwd=checkout, env=environment, check=True, capture_output=True
+    process = subprocess.Popen(
+        [sys.executable, "-m", "stages.train", run],
+        cwd=checkout,
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
+    with Sampler(process.pid, checkout, servers=warm_start) as sampler:
+        _, stderr = process.communicate()
     wall = time.perf_counter() - started
+    if process.returncode != 0:
+        raise SystemExit(f"train@{run} failed:\n{stderr.decode()}")
     training = json.loads((out / "manifest.json").read_text())["training_seconds"]
     histories = hashlib.sha256((out / "histories.csv").read_bytes()).hexdigest()
-    return {"wall": wall, "training": training, "overhead": wall - training, "histories": histories}
+    pss = sampler.peaks["pss"] / 1024**3
+    return {"wall": wall, "training": training, "overhead": wall - training, "pss": pss, "histories": histories}
 
 
 def main(argv: list[str]) -> None:
     run = argv[0] if argv else "synthetic-baseline"
     repeats = int(argv[1]) if len(argv) > 1 else 5
-    sys.path.insert(0, str(ROOT))
-    from regbench import warm
-
     with tempfile.TemporaryDirectory(prefix="stage-overhead-") as scratch:
         checkout = copy_checkout(Path(scratch), run)
         try:
             cold, served = [], []
-            first = one(checkout, run, warm=True)  # starts the server
+            first = one(checkout, run, warm_start=True)  # starts the server
             for _ in range(repeats):
-                cold.append(one(checkout, run, warm=False))
-                served.append(one(checkout, run, warm=True))
+                cold.append(one(checkout, run, warm_start=False))
+                served.append(one(checkout, run, warm_start=True))
         finally:
             warm.stop(under=checkout.resolve())
     print(f"train@{run}, {repeats} runs each way, alternating; seconds, median (min-max)")
-    print("| way | wall | training | overhead |")
-    print("|---|---|---|---|")
+    print("| way | wall | training | overhead | peak PSS, GiB |")
+    print("|---|---|---|---|---|")
 
     def cell(rows: list[dict], field: str) -> str:
         values = [row[field] for row in rows]
         return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
     for name, rows in (("cold", cold), ("warm, the server started", [first]), ("warm", served)):
-        print(f"| {name} | {cell(rows, 'wall')} | {cell(rows, 'training')} | {cell(rows, 'overhead')} |")
+        fields = ("wall", "training", "overhead", "pss")
+        print(f"| {name} | " + " | ".join(cell(rows, field) for field in fields) + " |")
     ratio = statistics.median(r["overhead"] for r in served) / statistics.median(r["overhead"] for r in cold)
     print(f"overhead warm/cold: {ratio:.2f}")
     digests = {row["histories"] for row in [first, *cold, *served]}

@@ -32,6 +32,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import fcntl
+import gc
 import hashlib
 import importlib
 import io
@@ -256,11 +257,23 @@ def _hand_over(connection: socket.socket, module: str) -> int:
         "umask": _umask(),
     }
     payload = json.dumps(request).encode()
-    socket.send_fds(connection, [_HEADER.pack(len(payload)) + payload], [0, 1, 2])
+    with contextlib.ExitStack() as stack:
+        # A stream the stage process was started without is /dev/null to the child, as it would be to a
+        # subprocess; the fd must exist to be passed.
+        fds = [fd if _is_open(fd) else stack.enter_context(open(os.devnull, "r+b")).fileno() for fd in (0, 1, 2)]
+        socket.send_fds(connection, [_HEADER.pack(len(payload)) + payload], fds)
     reply = _read_line(connection)
     if reply is None:
         raise ConnectionError("the warm server closed the connection")
     return int(json.loads(reply)["pid"])
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError:
+        return False
+    return True
 
 
 def _umask() -> int:
@@ -342,8 +355,12 @@ def serve(server_key: str, ready_fd: int) -> None:
         listener.bind(str(paths.socket))
         socket_inode = os.stat(paths.socket).st_ino
         listener.listen(16)
-        started = time.time()
-        paths.info.write_text(json.dumps({"pid": os.getpid(), "started": started, "cwd": os.getcwd()}))
+        import psutil
+
+        # The creation time tells this process from a later one that reuses its pid.
+        created = psutil.Process().create_time()
+        info = {"pid": os.getpid(), "created": created, "started": time.time(), "cwd": os.getcwd()}
+        paths.info.write_text(json.dumps(info))
         ready.write(b"ready")
         ready.close()
         try:
@@ -373,6 +390,10 @@ def _preload() -> str | None:
 
         if context.context_safe() is not None and context.context_safe()._context_handle is not None:
             return "TensorFlow's runtime is already initialised; a forked child could not use it"
+    # The children share the server's memory until they write to it, and a garbage collection writes to every
+    # object it visits: frozen objects are never visited, so the imported modules stay shared.
+    gc.collect()
+    gc.freeze()
     return None
 
 
@@ -593,7 +614,7 @@ def _is_server(record: dict) -> bool:
 
     try:
         process = psutil.Process(record["pid"])
-        return "regbench.warm" in process.cmdline() and abs(process.create_time() - record["started"]) < 5
+        return "regbench.warm" in process.cmdline() and abs(process.create_time() - record["created"]) < 0.01
     except (psutil.Error, KeyError, TypeError):
         return False
 

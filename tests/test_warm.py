@@ -104,6 +104,18 @@ def test_a_stage_runs_in_a_child_of_the_server_with_its_own_streams_directory_en
     # DVC sets its variables per stage: the same server runs the stage, with the caller's value.
     assert again["ppid"] == server["pid"] and again["probe"] == "two"
 
+    closed = subprocess.run(
+        [sys.executable, "-m", "probe_stage", "exit", "0"],
+        cwd=checkout,
+        env=environment(),
+        stdin=None,
+        capture_output=True,
+        text=True,
+        preexec_fn=lambda: os.close(0),
+        timeout=180,
+    )
+    assert closed.returncode == 0 and json.loads(closed.stdout)["ppid"] == server["pid"]  # stdin closed
+
     failed, _ = probe(checkout, "raise")
     assert failed.returncode == 1 and "error: bad input" in failed.stderr
 
@@ -112,6 +124,9 @@ def test_a_stage_runs_in_a_child_of_the_server_with_its_own_streams_directory_en
 
     cold, alone = probe(checkout, "exit", "0", REGBENCH_WARM="0")
     assert cold.returncode == 0 and not alone["preloaded"] and alone["pid"] == alone["client"]
+
+    assert warm.stop(under=checkout.resolve()) == [server["pid"]]  # what the tests' teardown does
+    assert not psutil.pid_exists(server["pid"]) and not servers_of(checkout)
 
 
 def test_an_edited_stage_is_run_as_edited_without_a_restart(checkout):
