@@ -431,9 +431,9 @@ class _Server:
                     self._accept()
                 else:
                     self._client_closed(selection.data)
-            if self.children:
-                last_active = time.monotonic()
-            elif not events and time.monotonic() >= last_active + idle:
+            if events or self.children:
+                last_active = time.monotonic()  # idle counts from the end of the last stage
+            elif time.monotonic() >= last_active + idle:
                 break
         for child in list(self.children):
             _kill_group(child, signal.SIGTERM)

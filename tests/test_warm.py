@@ -39,6 +39,8 @@ def main(argv):
         sys.exit(int(argv[1]))
     if argv[0] == "raise":
         raise ValueError("bad input")
+    if argv[0] == "sleep":
+        time.sleep(float(argv[1]))
     if argv[0] == "signal":
         os.kill(os.getpid(), signal.SIGUSR1)
     if argv[0] == "wait":
@@ -191,6 +193,10 @@ def test_two_stages_at_once_start_one_server_which_exits_when_idle(tmp_path):
     reports = [json.loads(process.communicate(timeout=180)[0].splitlines()[0]) for process in processes]
     assert all(process.returncode == 0 for process in processes)
     assert reports[0]["ppid"] == reports[1]["ppid"] and reports[0]["preloaded"]
+    # A stage longer than the idle time: its end is not idleness, and the next stage finds the same server.
+    _, long_stage = probe(directory, "sleep", "4", REGBENCH_WARM_IDLE="3")
+    _, next_stage = probe(directory, "exit", "0", REGBENCH_WARM_IDLE="3")
+    assert long_stage["ppid"] == next_stage["ppid"] == reports[0]["ppid"]
     server = psutil.Process(reports[0]["ppid"])
     (record,) = servers_of(directory)
     server.wait(timeout=30)  # idle for 3 s: it exits by itself and cleans up
