@@ -23,7 +23,9 @@ def run_stage(main: Callable[[list[str]], None], *, warm_start: bool = True) -> 
     # TensorFlow's start-up chatter does not belong in the DVC log. Set for every stage alike, before anything
     # imports TensorFlow: the warm server's key includes the environment, and one server serves all stages.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    spec = getattr(sys.modules["__main__"], "__spec__", None)
+    # Only a stage run as `python -m stages.<stage>` is handed over: called from anywhere else (a test under
+    # `python -m pytest`, say), the child would rerun that other __main__.
+    spec = getattr(sys.modules["__main__"], "__spec__", None) if main.__module__ == "__main__" else None
     try:
         if warm_start and spec is not None and warm.enabled() and not warm.SERVED:
             try:

@@ -217,3 +217,18 @@ def test_a_bad_idle_setting_is_named(checkout):
     stdout, stderr = process.communicate(timeout=60)
     assert process.returncode == 1 and not stdout
     assert "error: REGBENCH_WARM_IDLE must be a number of seconds; got 'soon'" in stderr
+
+
+def test_a_stage_main_called_from_another_program_runs_there(checkout):
+    # Like `python -m pytest` calling a stage's run_stage: handing over would rerun that other program instead.
+    (checkout / "host_program.py").write_text("import probe_stage\nprobe_stage.run_stage(probe_stage.main)\n")
+    process = subprocess.run(
+        [sys.executable, "-m", "host_program", "exit", "0"],
+        cwd=checkout,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert process.returncode == 0, process.stderr
+    assert not json.loads(process.stdout.splitlines()[0])["preloaded"]
