@@ -33,7 +33,7 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
     os.close(handle)
     temporary = Path(temporary)
     # mkstemp makes owner-only files; outputs should get the usual permissions.
-    temporary.chmod(0o666 & ~_umask())
+    temporary.chmod(0o666 & ~umask())
     try:
         yield temporary
         os.replace(temporary, target)
@@ -48,7 +48,7 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
     target.parent.mkdir(parents=True, exist_ok=True)
     remove_leftovers(target)
     temporary = Path(tempfile.mkdtemp(prefix=_part_prefix(target), suffix=PART_SUFFIX, dir=target.parent))
-    temporary.chmod(0o777 & ~_umask())
+    temporary.chmod(0o777 & ~umask())
     try:
         yield temporary
         if target.exists():
@@ -82,10 +82,22 @@ def remove_leftovers(target: str | Path) -> list[Path]:
     return removed
 
 
-def _umask() -> int:
+def umask() -> int:
+    """This process' umask: reading it means setting it, so it is set straight back."""
     current = os.umask(0)
     os.umask(current)
     return current
+
+
+def start_time(pid: int | None = None) -> str | None:
+    """A process' creation time, to the millisecond, as recorded beside its pid; None if there is none.
+
+    Pids are reused once their process is gone: a pid and its start time together name one process.
+    """
+    try:
+        return f"{psutil.Process(pid).create_time():.3f}"
+    except (psutil.NoSuchProcess, psutil.AccessDenied):
+        return None
 
 
 def write_json(path: str | Path, data: Any) -> None:

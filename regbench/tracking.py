@@ -24,13 +24,13 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-import psutil
 from filelock import FileLock
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 
+from regbench.io import start_time
 from regbench.records import divergence_reason
 
 log = logging.getLogger(__name__)
@@ -118,7 +118,7 @@ def owner_tags() -> dict[str, str]:
     return {
         OWNER_TAGS[0]: socket.gethostname(),
         OWNER_TAGS[1]: str(os.getpid()),
-        OWNER_TAGS[2]: f"{psutil.Process().create_time():.3f}",
+        OWNER_TAGS[2]: start_time(),
     }
 
 
@@ -134,8 +134,8 @@ def owner_alive(tags: dict[str, str]) -> bool | None:
     if host != socket.gethostname():
         return None
     try:
-        return f"{psutil.Process(int(pid)).create_time():.3f}" == started
-    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return start_time(int(pid)) == started
+    except ValueError:
         return False
 
 

@@ -52,6 +52,8 @@ import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
+from regbench.io import start_time, umask
+
 # What the stages import that costs seconds; everything else they import is cheap or is imported by these.
 PRELOAD = (
     "tensorflow",
@@ -110,8 +112,8 @@ def key() -> str:
     # a checkout on the path changes with every file written at its top, and its code is imported afresh by
     # every child anyway.
     installed = (sys.prefix, sys.base_prefix, site.getuserbase())
-    package_dirs = {entry: _mtime(entry) for entry in sys.path if entry.startswith(installed)}
-    namespaces = {name: _inode(f"/proc/self/ns/{name}") for name in NAMESPACES}
+    package_dirs = {entry: _stat(entry, "st_mtime_ns") for entry in sys.path if entry.startswith(installed)}
+    namespaces = {name: _stat(f"/proc/self/ns/{name}", "st_ino") for name in NAMESPACES}
     parts = {
         "python": sys.executable,
         "version": sys.version,
@@ -125,16 +127,9 @@ def key() -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 
 
-def _mtime(path: str) -> int | None:
+def _stat(path: str, field: str) -> int | None:
     try:
-        return os.stat(path).st_mtime_ns
-    except OSError:
-        return None
-
-
-def _inode(path: str) -> int | None:
-    try:
-        return os.stat(path).st_ino
+        return getattr(os.stat(path), field)
     except OSError:
         return None
 
@@ -254,7 +249,7 @@ def _hand_over(connection: socket.socket, module: str) -> int:
         "path": sys.path,
         "cwd": os.getcwd(),
         "environment": dict(os.environ),
-        "umask": _umask(),
+        "umask": umask(),
     }
     payload = json.dumps(request).encode()
     with contextlib.ExitStack() as stack:
@@ -274,12 +269,6 @@ def _is_open(fd: int) -> bool:
     except OSError:
         return False
     return True
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _relay(connection: socket.socket, child: int) -> int:
@@ -355,11 +344,8 @@ def serve(server_key: str, ready_fd: int) -> None:
         listener.bind(str(paths.socket))
         socket_inode = os.stat(paths.socket).st_ino
         listener.listen(16)
-        import psutil
-
-        # The creation time tells this process from a later one that reuses its pid.
-        created = psutil.Process().create_time()
-        info = {"pid": os.getpid(), "created": created, "started": time.time(), "cwd": os.getcwd()}
+        # The start time tells this process from a later one that reuses its pid.
+        info = {"pid": os.getpid(), "created": start_time(), "started": time.time(), "cwd": os.getcwd()}
         paths.info.write_text(json.dumps(info))
         ready.write(b"ready")
         ready.close()
@@ -614,7 +600,7 @@ def _is_server(record: dict) -> bool:
 
     try:
         process = psutil.Process(record["pid"])
-        return "regbench.warm" in process.cmdline() and abs(process.create_time() - record["created"]) < 0.01
+        return "regbench.warm" in process.cmdline() and start_time(process.pid) == record["created"]
     except (psutil.Error, KeyError, TypeError):
         return False
 

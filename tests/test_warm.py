@@ -70,15 +70,29 @@ def environment(**extra: str) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": path, **extra}
 
 
-def start(directory: Path, *args: str, prefix: tuple[str, ...] = (), **extra: str) -> subprocess.Popen:
-    command = [*prefix, sys.executable, "-m", "probe_stage", *args]
+def start(
+    directory: Path,
+    *args: str,
+    module: str = "probe_stage",
+    prefix: tuple[str, ...] = (),
+    preexec_fn=None,
+    **extra: str,
+) -> subprocess.Popen:
+    command = [*prefix, sys.executable, "-m", module, *args]
     return subprocess.Popen(
-        command, cwd=directory, env=environment(**extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        command,
+        cwd=directory,
+        env=environment(**extra),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=preexec_fn,
     )
 
 
-def probe(directory: Path, *args: str, **extra: str) -> tuple[subprocess.CompletedProcess, dict]:
-    process = start(directory, *args, **extra)
+def probe(directory: Path, *args: str, **options) -> tuple[subprocess.CompletedProcess, dict]:
+    """Run a stage (the probe unless ``module`` says otherwise) to its end: its result and its report."""
+    process = start(directory, *args, **options)
     stdout, stderr = process.communicate(timeout=180)
     result = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     return result, json.loads(stdout.splitlines()[0]) | {"client": process.pid}
@@ -106,17 +120,8 @@ def test_a_stage_runs_in_a_child_of_the_server_with_its_own_streams_directory_en
     # DVC sets its variables per stage: the same server runs the stage, with the caller's value.
     assert again["ppid"] == server["pid"] and again["probe"] == "two"
 
-    closed = subprocess.run(
-        [sys.executable, "-m", "probe_stage", "exit", "0"],
-        cwd=checkout,
-        env=environment(),
-        stdin=None,
-        capture_output=True,
-        text=True,
-        preexec_fn=lambda: os.close(0),
-        timeout=180,
-    )
-    assert closed.returncode == 0 and json.loads(closed.stdout)["ppid"] == server["pid"]  # stdin closed
+    closed, without_stdin = probe(checkout, "exit", "0", preexec_fn=lambda: os.close(0))
+    assert closed.returncode == 0 and without_stdin["ppid"] == server["pid"]
 
     failed, _ = probe(checkout, "raise")
     assert failed.returncode == 1 and "error: bad input" in failed.stderr
@@ -222,13 +227,6 @@ def test_a_bad_idle_setting_is_named(checkout):
 def test_a_stage_main_called_from_another_program_runs_there(checkout):
     # Like `python -m pytest` calling a stage's run_stage: handing over would rerun that other program instead.
     (checkout / "host_program.py").write_text("import probe_stage\nprobe_stage.run_stage(probe_stage.main)\n")
-    process = subprocess.run(
-        [sys.executable, "-m", "host_program", "exit", "0"],
-        cwd=checkout,
-        env=environment(),
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert process.returncode == 0, process.stderr
-    assert not json.loads(process.stdout.splitlines()[0])["preloaded"]
+    result, ran = probe(checkout, "exit", "0", module="host_program")
+    assert result.returncode == 0, result.stderr
+    assert not ran["preloaded"] and ran["pid"] == ran["client"]
