@@ -1,7 +1,6 @@
 """Seconds per epoch per run and peak RSS on the real IMDB data: plain Keras script vs the suite.
 
     python bench/imdb_epoch.py [original|bigger] [epochs] [runs]
-    python bench/imdb_epoch.py --fused [original|bigger] [epochs] [runs] [repeats]
 
 Each measurement runs in its own process so peak RSS is its own, one after the
 other in one invocation. "plain" is what the tutorial does: dense float32 arrays
@@ -12,10 +11,6 @@ warm-up run that traces it). "stage" is what train@imdb-<variant> does:
 params.yaml's train settings (runs side by side, train.stack_parts at once),
 without MLflow; its figure is the wall time of training over runs x epochs,
 tracing and the final evaluations included.
-
-``--fused`` compares the stage with the optimizer's update fused by XLA (engine.FUSED_UPDATE_MIN_WEIGHTS)
-against the same stage with Keras' op-by-op update ("stage_unfused"), ``repeats`` times each, alternating,
-and prints the medians and their ratio.
 """
 
 from __future__ import annotations
@@ -23,7 +18,6 @@ from __future__ import annotations
 import json
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -31,18 +25,15 @@ import time
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-def _stage(params, variant: str, epochs: int, runs: int, started: float, fused: bool) -> dict:
+def _stage(params, variant: str, epochs: int, runs: int, started: float) -> dict:
     import tempfile
     from pathlib import Path
 
     import tensorflow as tf
     import yaml
 
-    from regbench import config, engine
+    from regbench import config
     from regbench.train import train
-
-    if not fused:
-        engine.FUSED_UPDATE_MIN_WEIGHTS = float("inf")  # the reference: Keras' update, op by op
 
     if params.train.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -56,7 +47,7 @@ def _stage(params, variant: str, epochs: int, runs: int, started: float, fused: 
         seconds = time.perf_counter() - trained
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     return {
-        "mode": "stage" if fused else "stage_unfused",
+        "mode": "stage",
         "variant": variant,
         "runs": runs,
         "seconds_per_epoch_per_run": round(seconds / (runs * epochs), 3),
@@ -79,8 +70,8 @@ def measure(mode: str, variant: str, epochs: int, runs: int = 1) -> dict:
     data = datasets.load("data/prepared/imdb")
     y_train, y_test = engine.binary_targets(data["y_train"]), engine.binary_targets(data["y_test"])
     started = time.perf_counter()
-    if mode in ("stage", "stage_unfused"):
-        return _stage(params, variant, epochs, runs, started, fused=mode == "stage")
+    if mode == "stage":
+        return _stage(params, variant, epochs, runs, started)
     if mode == "plain":
         x_train, x_test = data["x_train"].to_dense(), data["x_test"].to_dense()
         keras.utils.set_random_seed(0)
@@ -123,40 +114,19 @@ def measure(mode: str, variant: str, epochs: int, runs: int = 1) -> dict:
     }
 
 
-def one(mode: str, variant: str, epochs: str, runs: str) -> dict:
-    out = subprocess.run(
-        [sys.executable, __file__, "--one", mode, variant, epochs, runs], capture_output=True, text=True, check=True
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
-
-
-def compare_fused(variant: str, epochs: str, runs: str, repeats: int) -> None:
-    seconds: dict[str, list[float]] = {"stage_unfused": [], "stage": []}
-    for _ in range(repeats):
-        for mode in seconds:
-            result = one(mode, variant, epochs, runs)
-            print(result, flush=True)
-            seconds[mode].append(result["seconds_per_epoch_per_run"])
-    unfused, fused = statistics.median(seconds["stage_unfused"]), statistics.median(seconds["stage"])
-    print(f"imdb-{variant}: seconds per epoch per run, median of {repeats}: op by op {unfused:.3f}, fused {fused:.3f}")
-    print(f"imdb-{variant}: fused / op by op = {fused / unfused:.2f}")
-
-
 def main() -> None:
     if len(sys.argv) > 1 and sys.argv[1] == "--one":
         print(json.dumps(measure(sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]))))
-        return
-    if len(sys.argv) > 1 and sys.argv[1] == "--fused":
-        given, defaults = sys.argv[2:6], ["bigger", "20", "2", "2"]
-        variant, epochs, runs, repeats = given + defaults[len(given) :]
-        compare_fused(variant, epochs, runs, int(repeats))
         return
     variant = sys.argv[1] if len(sys.argv) > 1 else "original"
     epochs = sys.argv[2] if len(sys.argv) > 2 else "4"
     runs = sys.argv[3] if len(sys.argv) > 3 else "4"
     results = {}
     for mode in ("plain", "compiled", "stage"):
-        results[mode] = one(mode, variant, epochs, runs)
+        out = subprocess.run(
+            [sys.executable, __file__, "--one", mode, variant, epochs, runs], capture_output=True, text=True, check=True
+        ).stdout
+        results[mode] = json.loads(out.strip().splitlines()[-1])
         print(results[mode], flush=True)
     plain, compiled = results["plain"]["seconds_per_epoch"], results["compiled"]["seconds_per_epoch"]
     print(f"imdb-{variant}: compiled / plain seconds per epoch = {compiled / plain:.2f}")

@@ -42,15 +42,6 @@ ProgressFn = Callable[[int, dict[str, float]], None]
 # Up to this width the sparse first layer uses tf.sparse.sparse_dense_matmul, above it segment sums
 # (see multi_hot_matmul for the measurements).
 SPARSE_MATMUL_MAX_UNITS = 32
-# From this many weights in one variable, the compiled engine runs the optimizer's update as one XLA computation.
-# Keras' update is about ten elementwise ops (RMSprop: square, two products, a sum, the slot's assignment, the
-# epsilon, a root, a product, a quotient, the weight's assignment), each a pass over the weight or its slot. For
-# imdb-bigger's 10,000 x 512 first layer, 20 MB, that is memory-bound, and XLA fuses the passes: 0.92 and 0.82 s
-# per epoch per run before, 0.68 and 0.63 s after (bench/imdb_epoch.md). For imdb-original's 160,000 weights the
-# compiled call costs more than it saves (0.074 s before, 0.082 s after). XLA rounds some of those expressions
-# differently (it fuses multiplies and adds), as Keras' own fit does on a GPU, where jit_compile="auto" compiles
-# the whole train step; the tests hold the fused update to model.fit within the engines' tolerance.
-FUSED_UPDATE_MIN_WEIGHTS = 1_000_000
 # Keras' random state (set_random_seed, the weight initializers) is one per process. Trainers that train
 # side by side build, trace and reset under this lock, so a run's initial weights and dropout seeds come
 # from its own seed whatever the other threads do.
@@ -320,10 +311,7 @@ class CompiledTrainer:
         output_dim: int,
         sparse: bool,
         chunk_seconds: float,
-        fused_update: bool | None = None,
     ):
-        """``fused_update``: run the optimizer's update as one XLA computation; None decides by the largest
-        weight (``FUSED_UPDATE_MIN_WEIGHTS``)."""
         self.tf = tf = tensorflow_backend()
         self.params, self.input_dim, self.output_dim = params, input_dim, output_dim
         self.sparse, self.chunk_seconds = sparse, chunk_seconds
@@ -333,16 +321,6 @@ class CompiledTrainer:
             self.optimizer = build_optimizer(params.optimizer, undecayed_weights(self.model))
             self.optimizer.build(self.model.trainable_variables)
         self._optimizer_initial = [v.numpy() for v in self.optimizer.variables]
-        variables = self.model.trainable_variables
-        if fused_update is None:
-            fused_update = max(math.prod(v.shape) for v in variables) >= FUSED_UPDATE_MIN_WEIGHTS
-        self.fused_update = fused_update
-        self._apply_update = self.optimizer.apply
-        if fused_update:
-            # The variables are captured, not passed: a Keras variable is no valid argument of a tf.function.
-            apply = lambda gradients: self.optimizer.apply(gradients, variables)  # noqa: E731
-            fused = tf.function(apply, jit_compile=True, autograph=False)
-            self._apply_update = lambda gradients, _: fused(gradients)
         self._loss = keras.losses.get(params.loss)
         self._categorical = params.loss == "categorical_crossentropy"
         self._has_penalty = self.spec.l2 > 0 or self.spec.l1 > 0
@@ -419,7 +397,7 @@ class CompiledTrainer:
                     predictions = self._predict(x_train, index, training=True, by_column=order)
                     loss = tf.reduce_mean(self._loss(y_batch, predictions)) + self._penalty()
                 gradients = tape.gradient(loss, variables)
-                self._apply_update(gradients, variables)
+                self.optimizer.apply(gradients, variables)
                 size = tf.cast(tf.shape(index)[0], tf.float32)
                 return sums[0] + loss * size, sums[1] + tf.reduce_sum(self._correct(y_batch, predictions))
 

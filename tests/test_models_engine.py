@@ -91,22 +91,6 @@ def test_compiled_engine_equals_model_fit(optimizer, extra):
         )
 
 
-def xla_calls(trainer: engine.CompiledTrainer) -> list[str]:
-    """The ops of the traced epoch loop, its loop bodies included, that XLA must compile."""
-    definition = trainer._run_chunk.get_concrete_function().graph.as_graph_def()
-    nodes = [*definition.node, *(node for function in definition.library.function for node in function.node_def)]
-    return [node.op for node in nodes if "_XlaMustCompile" in node.attr and node.attr["_XlaMustCompile"].b]
-
-
-def test_the_optimizer_update_is_fused_where_the_weights_are_large():
-    bigger = engine.CompiledTrainer(variant("imdb", "bigger"), 10000, 1, sparse=True, chunk_seconds=1.0)
-    original = engine.CompiledTrainer(variant("imdb", "original"), 10000, 1, sparse=True, chunk_seconds=1.0)
-    assert 10000 * 512 >= engine.FUSED_UPDATE_MIN_WEIGHTS > 10000 * 16
-    assert (bigger.fused_update, original.fused_update) == (True, False)
-    assert len(xla_calls(bigger)) == 1
-    assert xla_calls(original) == []
-
-
 @pytest.mark.parametrize("first_layer", [4, engine.SPARSE_MATMUL_MAX_UNITS + 8])
 def test_compiled_engine_matches_fit_on_categorical_and_sparse_inputs(first_layer):
     params = variant("mnist", "baseline", hidden=(5,), epochs=3, batch_size=16, shuffle=False)
