@@ -1,10 +1,9 @@
-"""Wall time and memory of a ``dvc repro``, warm stage servers included.
+"""Wall time and memory of a ``dvc repro``.
 
     python bench/full_run.py [dvc repro arguments]
 
-Runs ``dvc repro`` in this checkout and samples the memory of DVC's processes and of the warm servers started
-from this checkout with their stage children (bench/memory.py). Reports the wall time and the peaks. Stop the
-warm servers afterwards with ``python -m regbench.warm stop .``.
+Runs ``dvc repro`` in this checkout and samples the memory of DVC's process tree, its stage processes
+included (bench/memory.py). Reports the wall time and the peaks.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ def main(argv: list[str]) -> None:
     environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     started = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "dvc", "repro", *argv], cwd=ROOT, env=environment)
-    with Sampler(process.pid, ROOT) as sampler:
+    with Sampler(process.pid) as sampler:
         status = process.wait()
     minutes, seconds = divmod(time.perf_counter() - started, 60)
     print(

@@ -1,8 +1,7 @@
-"""Peak memory of a process tree and of the warm stage servers (regbench/warm.py) started from a checkout.
+"""Peak memory of a process tree (``dvc repro`` and its stage processes, say).
 
-The servers and the stage children they fork are not descendants of the process that started them, so
-``/usr/bin/time`` and ``RUSAGE_CHILDREN`` miss them. ``Sampler`` looks at all of them and keeps the peaks
-of: the summed proportional set size (PSS, shared pages split between the processes sharing them:
+``/usr/bin/time`` reports one process; ``Sampler`` looks at the whole tree and keeps the peaks of: the
+summed proportional set size (PSS, shared pages split between the processes sharing them:
 the physical memory they use together), the summed RSS (shared pages counted once per process, an upper
 bound) and the largest single RSS (what ``/usr/bin/time`` reports for the largest process). RSS is read
 every 0.2 s; PSS every 2 s, because reading it walks the process' page tables under its memory-map lock,
@@ -14,11 +13,8 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from pathlib import Path
 
 import psutil
-
-from regbench import warm
 
 GIB = 1024**3
 
@@ -35,10 +31,8 @@ def pss(pid: int) -> int:
 
 
 class Sampler:
-    def __init__(self, root_pid: int, checkout: Path, servers: bool = True, pss_every: int = 10):
+    def __init__(self, root_pid: int, pss_every: int = 10):
         self.root = psutil.Process(root_pid)
-        self.checkout = checkout.resolve()
-        self.servers = servers
         self.pss_every = pss_every
         self.peaks = {"pss": 0, "rss": 0, "largest": 0}
         self._done = threading.Event()
@@ -56,13 +50,7 @@ class Sampler:
         found = [self.root]
         with contextlib.suppress(psutil.Error):
             found += self.root.children(recursive=True)
-        for record in warm.servers() if self.servers else []:
-            if Path(record["cwd"]).resolve().is_relative_to(self.checkout):
-                with contextlib.suppress(psutil.Error):
-                    server = psutil.Process(record["pid"])
-                    found += [server, *server.children(recursive=True)]
-        # A server is its starting stage process' child until that process exits: count it once.
-        return list({process.pid: process for process in found}.values())
+        return found
 
     def _run(self) -> None:
         samples = 0

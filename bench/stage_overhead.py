@@ -1,14 +1,12 @@
-"""A train stage's overhead, in its own process (cold) and served by the warm server (regbench/warm.py).
+"""A train stage's overhead: start-up, data loading, MLflow and writing outputs, around its training.
 
     python bench/stage_overhead.py [run] [repeats]      # default: synthetic-baseline 5
 
 In a temporary copy of this checkout (tracked files and the run's prepared data, a fresh MLflow store),
-runs ``python -m stages.train <run>`` ``repeats`` times each way, alternating: cold (``REGBENCH_WARM=0``)
-and warm. The first warm run starts the server and is reported apart. The run store is emptied before each
-run, so every run trains. Overhead is the stage process' wall time minus the training seconds its manifest
-records: start-up, data loading, MLflow, writing outputs and the figure. Peak PSS is the memory of the stage
-process, and for warm runs of the server and its child too (bench/memory.py). Prints medians and warm/cold
-ratios, and checks that both ways wrote byte-identical histories.
+runs ``python -m stages.train <run>`` ``repeats`` times. The run store is emptied before each run, so every
+run trains. Overhead is the stage process' wall time minus the training seconds its manifest records:
+start-up, data loading, MLflow, writing outputs and the figure. Peak PSS is the memory of the stage process
+(bench/memory.py). Prints medians, and checks that every run wrote byte-identical histories.
 """
 
 from __future__ import annotations
@@ -28,7 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.memory import Sampler  # noqa: E402
-from regbench import warm  # noqa: E402
 
 
 def copy_checkout(destination: Path, run: str) -> Path:
@@ -46,10 +43,10 @@ def copy_checkout(destination: Path, run: str) -> Path:
     return destination
 
 
-def one(checkout: Path, run: str, warm_start: bool) -> dict:
+def one(checkout: Path, run: str) -> dict:
     out = checkout / "results/train" / run
     shutil.rmtree(out, ignore_errors=True)  # the run store too: every run trains
-    environment = {**os.environ, "REGBENCH_WARM": "1" if warm_start else "0"}
+    environment = dict(os.environ)
     environment["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{environment.get('PATH', '')}"
     started = time.perf_counter()
     process = subprocess.Popen(
@@ -59,7 +56,7 @@ def one(checkout: Path, run: str, warm_start: bool) -> dict:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
     )
-    with Sampler(process.pid, checkout, servers=warm_start) as sampler:
+    with Sampler(process.pid) as sampler:
         _, stderr = process.communicate()
     wall = time.perf_counter() - started
     if process.returncode != 0:
@@ -75,15 +72,8 @@ def main(argv: list[str]) -> None:
     repeats = int(argv[1]) if len(argv) > 1 else 5
     with tempfile.TemporaryDirectory(prefix="stage-overhead-") as scratch:
         checkout = copy_checkout(Path(scratch), run)
-        try:
-            cold, served = [], []
-            first = one(checkout, run, warm_start=True)  # starts the server
-            for _ in range(repeats):
-                cold.append(one(checkout, run, warm_start=False))
-                served.append(one(checkout, run, warm_start=True))
-        finally:
-            warm.stop(under=checkout.resolve())
-    print(f"train@{run}, {repeats} runs each way, alternating; seconds, median (min-max)")
+        runs = [one(checkout, run) for _ in range(repeats)]
+    print(f"train@{run}, {repeats} runs; seconds, median (min-max)")
     print("| way | wall | training | overhead | peak PSS, GiB |")
     print("|---|---|---|---|---|")
 
@@ -91,13 +81,10 @@ def main(argv: list[str]) -> None:
         values = [row[field] for row in rows]
         return f"{statistics.median(values):.2f} ({min(values):.2f}-{max(values):.2f})"
 
-    for name, rows in (("cold", cold), ("warm, the server started", [first]), ("warm", served)):
-        fields = ("wall", "training", "overhead", "pss")
-        print(f"| {name} | " + " | ".join(cell(rows, field) for field in fields) + " |")
-    ratio = statistics.median(r["overhead"] for r in served) / statistics.median(r["overhead"] for r in cold)
-    print(f"overhead warm/cold: {ratio:.2f}")
-    digests = {row["histories"] for row in [first, *cold, *served]}
-    print(f"histories.csv identical in all {1 + 2 * repeats} runs: {len(digests) == 1}")
+    fields = ("wall", "training", "overhead", "pss")
+    print("| plain process | " + " | ".join(cell(runs, field) for field in fields) + " |")
+    digests = {row["histories"] for row in runs}
+    print(f"histories.csv identical in all {repeats} runs: {len(digests) == 1}")
 
 
 if __name__ == "__main__":

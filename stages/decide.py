@@ -23,4 +23,4 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    run_stage(main, warm_start=False)  # a driver of dvc repro: it imports little and trains nothing
+    run_stage(main)  # a driver of dvc repro: it imports little and trains nothing

@@ -17,7 +17,7 @@ import psutil
 import pytest
 import yaml
 
-from regbench import digests, warm
+from regbench import digests
 from regbench.experiments import registry
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -67,13 +67,6 @@ def mnist_npz(path: Path, n_train: int = 60, n_test: int = 20, seed: int = 0) ->
         x_test=rng.integers(0, 256, (n_test, 28, 28), dtype=np.uint8),
         y_test=np.arange(n_test, dtype=np.uint8) % 10,
     )
-
-
-@pytest.fixture(autouse=True)
-def stop_warm_servers(tmp_path_factory):
-    """Stop the warm stage servers (regbench/warm.py) that this test's stages started, by their process ids."""
-    yield
-    warm.stop(under=tmp_path_factory.getbasetemp().resolve())
 
 
 @pytest.fixture(scope="session")

@@ -161,9 +161,7 @@ def test_sigkill_while_writing_outputs_keeps_the_previous_ones_and_status_clean(
     before = digests(repo)
     out = repo / "results/train/circles-overfit"
     client, experiment = circles_store(repo)
-    # Suspending the stage process must suspend the work: SIGSTOP cannot be relayed to a warm server's child
-    # (regbench/warm.py), so this stage runs in its own process. The SIGKILL test above runs it warm.
-    process = repro_in_background(repo, REGBENCH_WARM="0")
+    process = repro_in_background(repo)
     try:
         deadline, stage = time.monotonic() + 300, None
         # The manifest is the last file the stage writes before it logs its summary, histories and
