@@ -5,7 +5,7 @@
 Needs `dvc repro prepare@circles prepare@synthetic` first (it reads data/prepared/).
 
 The same variant (circles `overfit`, synthetic `baseline`) is trained by the real training code
-(``regbench.train.train`` on the real params.yaml, only the seeds replaced, no MLflow) under two
+(``regbench.train.variant.train`` on the real params.yaml, only the seeds replaced, no MLflow) under two
 disjoint seed sets, A and B, ``--seeds`` each. A and B differ only by seed, so every difference the
 claims code finds between them is noise. The claims code then judges B against A as if they were two
 variants, ``--draws`` times over resampled halves: each draw picks ``n`` of A's repeats and ``n`` of B's
@@ -41,7 +41,9 @@ from scipy import stats as scipy_stats  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from regbench import claims, config, train  # noqa: E402
+from regbench import config  # noqa: E402
+from regbench.claims import judge as claims
+from regbench.train import variant as train  # noqa: E402
 
 SIDE_A, SIDE_B = 1000, 2000  # first seed of each side: disjoint from each other and from the pipeline's 0-4
 

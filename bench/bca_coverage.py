@@ -2,7 +2,7 @@
 
     nice -n 10 python bench/bca_coverage.py [--draws 500] [--resamples 2000]
 
-For each null distribution of regbench.stats.NULLS and n = 5, 10, 20, 30: the share of ``--draws`` samples
+For each null distribution of regbench.claims.stats.NULLS and n = 5, 10, 20, 30: the share of ``--draws`` samples
 whose 95 % BCa interval (scipy.stats.bootstrap, method='BCa', as the claims stage computes it) covers the
 true mean 0, beside the Student t interval's coverage on the same samples.
 """
@@ -17,7 +17,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from regbench import stats  # noqa: E402
+from regbench.claims import stats  # noqa: E402
 
 
 def main() -> None:

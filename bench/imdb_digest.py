@@ -10,7 +10,7 @@ peak RSS), so that a busy machine slows all of them alike; the median time of
 each is printed with its ratio. All must yield the same digest.
 
 Result (2 cores shared with other work, 5 rounds): by hand 2.3 s, 231 MB;
-tarfile stream mode 6.0 s, 64 MB. regbench/digests.py now uses tarfile: see there.
+tarfile stream mode 6.0 s, 64 MB. regbench/data/digests.py now uses tarfile: see there.
 """
 
 from __future__ import annotations
@@ -28,13 +28,13 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from regbench import digests  # noqa: E402
+from regbench.data import digests  # noqa: E402
 
 DEFAULT_ARCHIVE = Path("/work/shared/data/aclImdb_v1.tar.gz")
 
 
 def ustar_reader(path: Path) -> Iterator[tuple[str, bytes]]:
-    """The reader regbench/digests.py had up to this benchmark: ustar headers parsed by hand."""
+    """The reader regbench/data/digests.py had up to this benchmark: ustar headers parsed by hand."""
     with gzip.open(path, "rb") as handle:
         blob = handle.read()
     view = memoryview(blob)

@@ -7,7 +7,7 @@ other in one invocation. "plain" is what the tutorial does: dense float32 arrays
 and model.fit, one run (its median epoch after the first). "compiled" is the
 suite's per-run engine training one run on the sparse prepared arrays (after a
 warm-up run that traces it). "stage" is what train@imdb-<variant> does:
-``regbench.train.train`` on ``runs`` seeds with the stage's op determinism and
+``regbench.train.variant.train`` on ``runs`` seeds with the stage's op determinism and
 params.yaml's train settings (runs side by side, train.stack_parts at once),
 without MLflow; its figure is the wall time of training over runs x epochs,
 tracing and the final evaluations included.
@@ -33,7 +33,7 @@ def _stage(params, variant: str, epochs: int, runs: int, started: float) -> dict
     import yaml
 
     from regbench import config
-    from regbench.train import train
+    from regbench.train.variant import train
 
     if params.train.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -62,7 +62,9 @@ def measure(mode: str, variant: str, epochs: int, runs: int = 1) -> dict:
     import keras
     import numpy as np
 
-    from regbench import config, datasets, engine, models
+    from regbench import config
+    from regbench.data import datasets
+    from regbench.train import engine, models
 
     params = config.load()
     member = params.experiments["imdb"].variants[variant].members[0].params

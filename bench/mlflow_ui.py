@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from regbench.browser import MLFLOW_UI_WORKERS, mlflow_ui  # noqa: E402
+from tools.browser import MLFLOW_UI_WORKERS, mlflow_ui  # noqa: E402
 
 SETTINGS = {"default workers (4)": None, f"--workers {MLFLOW_UI_WORKERS}": MLFLOW_UI_WORKERS}
 

@@ -6,7 +6,7 @@ Needs the prepared sonar and imdb data (`dvc repro prepare@sonar prepare@imdb`) 
 network namespace (root, `unshare -n`): the cluster is tests/ray_cluster.py's loopback cluster,
 one CPU per node, all nodes on this machine.
 
-Each measurement is one fresh driver process that calls ``regbench.train.train`` on the real
+Each measurement is one fresh driver process that calls ``regbench.train.variant.train`` on the real
 params (no MLflow), as the stage does, and times that call: data loading, connecting to Ray
 and training. Configurations: the local executor; Ray with the head node only; Ray with the head
 and one worker node. Stages: sonar-baseline (50 runs as 2 stacked parts = 2 tasks) and
@@ -36,7 +36,7 @@ DRIVER = """
 import json, sys, time
 from pathlib import Path
 from regbench import config
-from regbench.train import train
+from regbench.train.variant import train
 import dataclasses
 params = config.load({params!r})
 train_params = dataclasses.replace(params.train, executor={executor!r}, max_epochs={max_epochs!r})

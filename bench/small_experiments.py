@@ -95,7 +95,10 @@ def suite_runs(run_names: list[str], seeds: tuple[int, ...] | None = None) -> di
 
 def suite_run(name: str, seeds: tuple[int, ...] | None) -> dict[str, float]:
     """One train stage's training (stacked when it can), without MLflow."""
-    from regbench import config, datasets, schedule, stacked
+    from regbench import config
+    from regbench.data import datasets
+    from regbench.train import plan as schedule
+    from regbench.train import stacked
 
     params = config.load()
     experiment, variant = params.run(name)
@@ -124,7 +127,10 @@ def fit_reference(epochs: int) -> float:
     """Seconds per epoch of model.fit on one circles model (the overfit variant)."""
     import keras
 
-    from regbench import config, datasets, engine, models, schedule
+    from regbench import config
+    from regbench.data import datasets
+    from regbench.train import engine, models
+    from regbench.train import plan as schedule
 
     params = config.load()
     experiment, variant = params.run("circles-overfit")

@@ -1,7 +1,7 @@
 """Typed, validated view of ``params.yaml``, loaded once per stage.
 
 Sections: one per stage (``fetch``, ``prepare``, ``train``, ``claims``,
-``report``) and one per experiment registered in ``regbench/experiments/``
+``report``) and one per experiment registered in ``regbench/data/experiments/``
 (``circles``, ``synthetic``, ``mnist``, ``sonar``, ``imdb``). An experiment section holds ``defaults`` (the published
 settings) and ``variants`` that override some of them; a variant with a
 ``grid`` expands into one member per grid value.
@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import yaml
 
-from regbench.experiments import registry
+from regbench.data.experiments import registry
 from regbench.schema import (
     ParamsError,
     build,
@@ -302,7 +302,7 @@ class RunRef:
 
 @dataclass(frozen=True)
 class RayParams:
-    """How the ``ray`` executor sends runs to a Ray cluster (regbench/executor.py)."""
+    """How the ``ray`` executor sends runs to a Ray cluster (regbench/train/executor.py)."""
 
     # Ray retries a task whose worker process or node died this many times (on any node); an error
     # raised by the training code itself is never retried: it would fail the same way again.
@@ -360,7 +360,7 @@ class ClaimsParams:
 
 @dataclass(frozen=True)
 class DecideParams:
-    """Adaptive repeats (``./run.sh decide``) and the sequential verdicts they need (regbench/stats.py)."""
+    """Adaptive repeats (``./run.sh decide``) and the sequential verdicts they need (regbench/claims/stats.py)."""
 
     # true: the claims stage judges each claim at the looks start, start + batch, ..., max_repeats with
     # alpha spent over them (valid however often the decide loop looks); false: one look at full alpha.
@@ -388,7 +388,7 @@ class ReportParams:
 @dataclass(frozen=True)
 class Params:
     fetch: FetchParams
-    # Experiment name -> its prepare params dataclass (regbench/experiments/<name>.py).
+    # Experiment name -> its prepare params dataclass (regbench/data/experiments/<name>.py).
     prepare: Mapping[str, Any]
     train: TrainParams
     claims: ClaimsParams

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from regbench import claims, config, drift
+from regbench import config
+from regbench.claims import drift
+from regbench.claims import judge as claims
 from regbench.cli import no_arguments, run_stage
 from regbench.io import write_json
 

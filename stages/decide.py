@@ -1,11 +1,12 @@
-"""./run.sh decide: adaptive repeats (regbench/decide.py). Not a DVC stage: it runs dvc repro in a loop.
+"""./run.sh decide: adaptive repeats (regbench/claims/decide.py). Not a DVC stage: it runs dvc repro in a loop.
 
 Usage: python -m stages.decide [--max-rounds N]
 """
 
 from __future__ import annotations
 
-from regbench import config, decide
+from regbench import config
+from regbench.claims import decide
 from regbench.cli import run_stage
 
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from regbench import config
 from regbench.cli import one_argument, run_stage
-from regbench.fetch import SOURCE_RECORD, fetch_dataset
+from regbench.data.fetch import SOURCE_RECORD, fetch_dataset
 from regbench.io import atomic_directory, write_json
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from regbench import config, datasets
+from regbench import config
 from regbench.cli import one_argument, run_stage
-from regbench.experiments import Raw, registry
-from regbench.fetch import SOURCE_RECORD
+from regbench.data import datasets
+from regbench.data.experiments import Raw, registry
+from regbench.data.fetch import SOURCE_RECORD
 from regbench.io import atomic_directory, read_json
 from regbench.schema import to_plain
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from regbench import config, decide, provenance
+from regbench import config
+from regbench.claims import decide
 from regbench.cli import no_arguments, run_stage
 from regbench.io import read_json
+from regbench.train import provenance
 
 DETAIL = Path("reports/claims_detail.json")
 RESULTS = Path("results/train")
@@ -19,7 +21,7 @@ def main(argv: list[str]) -> None:
     if not DETAIL.exists():
         raise FileNotFoundError(f"{DETAIL} not found: run `dvc repro claims` first")
 
-    from regbench.report import build
+    from regbench.report.build import build
 
     rounds = decide.load_rounds(decide.ROUNDS)
     written = build(params, read_json(DETAIL), RESULTS, OUT, provenance.now(), rounds=rounds)

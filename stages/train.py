@@ -16,8 +16,8 @@ def main(argv: list[str]) -> None:
 
     import keras
 
-    from regbench.tracking import StageKilled, Tracker, killed_on_signal
-    from regbench.train import train
+    from regbench.train.tracking import StageKilled, Tracker, killed_on_signal
+    from regbench.train.variant import train
 
     if params.train.deterministic and keras.backend.backend() == "tensorflow":
         import tensorflow as tf

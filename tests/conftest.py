@@ -17,8 +17,8 @@ import psutil
 import pytest
 import yaml
 
-from regbench import digests
-from regbench.experiments import registry
+from regbench.data import digests
+from regbench.data.experiments import registry
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 REPO_ROOT = Path(__file__).resolve().parents[1]

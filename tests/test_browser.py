@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from regbench.browser import chromium, dump_dom, mlflow_ui
-from regbench.tracking import Tracker, run_url, runs_view_url, start_stage_run
+from regbench.train.tracking import Tracker, run_url, runs_view_url, start_stage_run
 from tests.conftest import copy_repo
+from tools.browser import chromium, dump_dom, mlflow_ui
 
 pytestmark = [
     pytest.mark.browser,

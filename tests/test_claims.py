@@ -7,12 +7,13 @@ import numpy as np
 import pytest
 import yaml
 
-from regbench import claims, config
+from regbench import config
+from regbench.claims import judge as claims
 from regbench.schema import ParamsError
 from tests.conftest import REPO_ROOT, real_params
 
 SETTINGS = config.ClaimsParams(confidence=0.95, bootstrap_resamples=2000, bootstrap_seed=0, min_repeats=3)
-# The verdict rules changed from a percentile bootstrap to Student t / TOST (regbench.stats): constructed data
+# The verdict rules changed from a percentile bootstrap to Student t / TOST (regbench.claims.stats): constructed data
 # below keep their verdicts; expectations were only added (method, decided_by, effect sizes, repeats needed).
 
 
@@ -263,7 +264,7 @@ def test_claims_of_unconfigured_variants_are_reported_as_not_run(tmp_path):
 
 
 def test_a_claim_names_the_repeats_left_out_because_a_run_diverged(tmp_path):
-    from regbench import records
+    from regbench.train import records
 
     def stage(name, accuracies, diverged_repeat=None):
         runs = []
@@ -375,7 +376,7 @@ def test_an_interaction_is_a_difference_of_paired_differences_seed_by_seed():
 
 
 def test_claims_name_grid_members_by_their_grid_value(tmp_path):
-    from regbench import records
+    from regbench.train import records
 
     params = config.parse(real_params())
     grid = params.experiments["circles"].variants["dropout_grid"]

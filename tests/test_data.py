@@ -14,12 +14,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from regbench import config, datasets, digests
-from regbench.experiments import DataError, Raw, registry
-from regbench.experiments.sonar import parse_sonar
-from regbench.fetch import FetchError, Unreachable, fetch_dataset
-from regbench.sparse import BinaryCsr
-from regbench.text import build_vocabulary, multi_hot, tokenize
+from regbench import config
+from regbench.data import datasets, digests
+from regbench.data.experiments import DataError, Raw, registry
+from regbench.data.experiments.sonar import parse_sonar
+from regbench.data.fetch import FetchError, Unreachable, fetch_dataset
+from regbench.data.sparse import BinaryCsr
+from regbench.data.text import build_vocabulary, multi_hot, tokenize
 from tests.conftest import REPO_ROOT, imdb_archive, mirror_digests, shrunk_params, sonar_bytes
 
 # --- digests ---------------------------------------------------------------
@@ -221,7 +222,7 @@ DISK_LIMITED_FETCH = """
 import json, resource, signal, sys
 from pathlib import Path
 from regbench import config
-from regbench.fetch import fetch_dataset
+from regbench.data.fetch import fetch_dataset
 params = config.parse(json.loads(sys.argv[1])).fetch
 # Writing past RLIMIT_FSIZE fails with EFBIG, as a full disk fails with ENOSPC.
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

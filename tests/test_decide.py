@@ -13,7 +13,8 @@ import time
 import pytest
 import yaml
 
-from regbench import config, decide
+from regbench import config
+from regbench.claims import decide
 from tests.conftest import (
     REPO_ROOT,
     copy_repo,

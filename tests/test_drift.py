@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 
-from regbench import drift
+from regbench.claims import drift
 from tests.conftest import git
 
 
@@ -60,7 +60,7 @@ def test_reference_from_a_git_revision_or_a_file(tmp_path):
 
 
 def test_the_report_shows_the_summary_and_a_row_per_claim_that_moved():
-    from regbench.report import drift_lines
+    from regbench.report.build import drift_lines
 
     reference = {"a": entry([0.0, 1.0, 2.0]), "b": entry([5.0, 5.0, 5.0], verdict="inconclusive"), "c": entry([1.0])}
     current = {"a": entry([0.5, 1.0, 1.5]), "b": entry([5.0, 5.0, 5.0], verdict="refuted"), "c": entry([1.0])}

@@ -5,10 +5,11 @@ import copy
 import numpy as np
 import pytest
 
-from regbench import config, datasets
-from regbench.executor import plan_units
-from regbench.schedule import cv_folds, run_specs
-from regbench.stacked import MIN_RUNS_PER_PART, plan_parts
+from regbench import config
+from regbench.data import datasets
+from regbench.train.executor import plan_units
+from regbench.train.plan import cv_folds, run_specs
+from regbench.train.stacked import MIN_RUNS_PER_PART, plan_parts
 from tests.conftest import real_params, without_variant_seeds
 
 

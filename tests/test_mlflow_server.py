@@ -9,10 +9,10 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from regbench.browser import mlflow_ui
 from stages import prepare as prepare_stage
 from stages import train as train_stage
 from tests.conftest import REPO_ROOT, shrunk_params
+from tools.browser import mlflow_ui
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,8 @@ import keras
 import numpy as np
 import pytest
 
-from regbench import config, engine, models, stacked
+from regbench import config
+from regbench.train import engine, models, stacked
 from tests.conftest import real_params
 
 PARAMS = config.parse(real_params())
@@ -100,7 +101,7 @@ def test_compiled_engine_matches_fit_on_categorical_and_sparse_inputs(first_laye
     reference = engine.fit_model(models.build_model(models.ModelSpec.of(params, 6, 2)), params, data, seed=1)
     np.testing.assert_allclose(history.metrics["val_loss"], reference.metrics["val_loss"], rtol=1e-5)
 
-    from regbench.sparse import BinaryCsr
+    from regbench.data.sparse import BinaryCsr
 
     rng = np.random.default_rng(0)
     dense = (rng.uniform(size=(40, 12)) < 0.3).astype(np.float32)
@@ -335,7 +336,7 @@ def test_a_dropout_run_is_the_same_in_any_stack_and_any_part(monkeypatch, name):
 
 def toy_reviews(n_rows: int, n_columns: int = 40, seed: int = 0):
     """Multi-hot rows in the prepared IMDB layout (uint16 column ids, each row's ids in order)."""
-    from regbench.sparse import BinaryCsr
+    from regbench.data.sparse import BinaryCsr
 
     rng = np.random.default_rng(seed)
     dense = rng.uniform(size=(n_rows, n_columns)) < 0.2
@@ -363,9 +364,10 @@ def test_column_order_is_the_stable_sort_the_graph_would_make():
 def test_runs_side_by_side_equal_runs_one_at_a_time(hidden_dropout):
     """The per-run engine trains train.stack_parts runs at once, one thread per op each: a run's history and
     evaluations are the ones it has alone (the host column order, the lock on Keras' random state)."""
-    from regbench import datasets, schedule
-    from regbench.progress import Progress
-    from regbench.tracking import ChildRuns
+    from regbench.data import datasets
+    from regbench.train import plan as schedule
+    from regbench.train.progress import Progress
+    from regbench.train.tracking import ChildRuns
 
     x_train, y_train = toy_reviews(60, seed=0)
     x_test, y_test = toy_reviews(30, seed=1)

@@ -18,9 +18,12 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from regbench import claims, config, fetch, io, provenance, records, tracking
-from regbench.engine import History
+from regbench import config, io
+from regbench.claims import judge as claims
+from regbench.data import fetch
 from regbench.schema import ParamsError
+from regbench.train import provenance, records, tracking
+from regbench.train.engine import History
 from stages import claims as claims_stage
 from stages import prepare as prepare_stage
 from stages import report as report_stage
@@ -220,7 +223,7 @@ def test_claims_yaml_that_is_not_yaml_is_named_without_a_traceback(tmp_path):
 
 @pytest.mark.parametrize("bad", ["nan", "1e400", "-inf"])
 def test_a_sonar_row_that_is_not_finite_is_named_by_its_line(bad):
-    from regbench.experiments.sonar import parse_sonar
+    from regbench.data.experiments.sonar import parse_sonar
     from tests.conftest import sonar_bytes
 
     lines = sonar_bytes(rows=5).decode().splitlines()
@@ -234,7 +237,7 @@ def test_a_sonar_row_that_is_not_finite_is_named_by_its_line(bad):
 def test_prepared_arrays_must_be_finite(tmp_path):
     import numpy as np
 
-    from regbench import datasets
+    from regbench.data import datasets
 
     x = np.ones((3, 2), dtype=np.float32)
     x[1, 0] = np.inf

@@ -8,7 +8,7 @@ import pytest
 import yaml
 
 from regbench.config import load
-from regbench.plots import line_style
+from regbench.train.plots import line_style
 from tests.conftest import REPO_ROOT
 
 
@@ -72,7 +72,7 @@ def test_report_figures_tick_epochs_at_whole_numbers(tmp_path, monkeypatch):
     """A few epochs (imdb's 20, a quick run's 5) drew ticks at 2.5 and 7.5 before MaxNLocator(integer=True)."""
     import numpy as np
 
-    from regbench import plots
+    from regbench.train.variant import plots
 
     drawn = []
     monkeypatch.setattr(plots, "save", lambda figure, path: drawn.append(figure))

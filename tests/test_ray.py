@@ -50,7 +50,7 @@ def repro(cluster: LoopbackCluster, repo: Path, *stages: str) -> subprocess.Pope
     """``dvc repro -f -s`` of the stages inside the cluster's namespace (the executor is not a stage param).
 
     The stages' run stores go first: their runs have the same identity on Ray, so they would be read
-    back, not trained again (regbench/runstore.py), and nothing would reach the cluster.
+    back, not trained again (regbench/train/runstore.py), and nothing would reach the cluster.
     """
     for stage in stages:
         shutil.rmtree(repo / "results/train" / stage / "runs", ignore_errors=True)

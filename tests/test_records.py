@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from regbench import records
-from regbench.engine import History
+from regbench.train import records
+from regbench.train.engine import History
 
 
 def result(member="v", repeat=0, fold=None, losses=(0.5, 0.25), grid_value=None, status="ok"):

@@ -10,8 +10,8 @@ import textwrap
 import pytest
 import yaml
 
-from regbench import experiments
 from regbench.config import parse
+from regbench.data import experiments
 from regbench.schema import ParamsError
 from tests.conftest import REPO_ROOT, copy_repo, git, real_params, shrunk_params, write_params
 from tests.test_pipeline import dvc
@@ -26,7 +26,7 @@ MOONS_MODULE = textwrap.dedent(
 
     import numpy as np
 
-    from regbench.experiments import Arrays, Experiment
+    from regbench.data.experiments import Arrays, Experiment
     from regbench.schema import check, non_negative, positive_int
 
 
@@ -97,9 +97,9 @@ MOONS_CLAIM = {
 
 def add_moons(repo) -> None:
     """The README's "Add an experiment" recipe, step by step."""
-    (repo / "regbench/experiments/moons.py").write_text(MOONS_MODULE)
+    (repo / "regbench/data/experiments/moons.py").write_text(MOONS_MODULE)
     raw = yaml.safe_load((repo / "params.yaml").read_text())
-    raw["prepare"]["moons"] = {"input": "regbench/experiments/moons.py", "n_samples": 60}
+    raw["prepare"]["moons"] = {"input": "regbench/data/experiments/moons.py", "n_samples": 60}
     raw["moons"] = MOONS_PARAMS
     for variant in MOONS_PARAMS["variants"]:
         raw["train"]["runs"][f"moons-{variant}"] = {"experiment": "moons", "variant": variant}
@@ -121,7 +121,7 @@ def test_a_new_experiment_is_one_module_and_two_yaml_entries(tmp_path, mirror, m
     add_moons(repo)
 
     touched = sorted(line[3:] for line in git(repo, "status", "--porcelain", "--untracked-files=all").splitlines())
-    assert touched == ["claims.yaml", "params.yaml", "regbench/experiments/moons.py"]
+    assert touched == ["claims.yaml", "params.yaml", "regbench/data/experiments/moons.py"]
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")
     monkeypatch.delenv("REGBENCH_MIRROR", raising=False)
@@ -145,14 +145,14 @@ def test_a_new_experiment_is_one_module_and_two_yaml_entries(tmp_path, mirror, m
 def test_the_registry_holds_one_module_per_experiment_in_params_order():
     # No list of experiments here: a new one (README: Add an experiment) must pass this test unchanged.
     names = experiments.names()
-    modules = sorted(path.stem for path in (REPO_ROOT / "regbench/experiments").glob("[!_]*.py"))
+    modules = sorted(path.stem for path in (REPO_ROOT / "regbench/data/experiments").glob("[!_]*.py"))
     assert list(names) == modules and len(names) >= 5
     raw = real_params()
     # Every module is configured in params.yaml, and the experiments keep params.yaml's order (the report's).
     assert list(parse(raw).experiments) == [section for section in raw if section in names]
     assert set(parse(raw).experiments) == set(names)
     for name, experiment in experiments.registry().items():
-        assert experiment.name == name and experiment.module_path == f"regbench/experiments/{name}.py"
+        assert experiment.name == name and experiment.module_path == f"regbench/data/experiments/{name}.py"
     assert experiments.registry()["sonar"].prepare_input == "data/raw/sonar"
 
 

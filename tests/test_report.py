@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 import yaml
 
-from regbench import claims, provenance
-from regbench.browser import chromium, dump_dom
+from regbench.claims import judge as claims
+from regbench.train import provenance
 from stages import claims as claims_stage
 from stages import prepare as prepare_stage
 from stages import report as report_stage
 from stages import train as train_stage
 from tests.conftest import REPO_ROOT, shrunk_params
+from tools.browser import chromium, dump_dom
 
 CIRCLES = ["overfit", "dropout", "dropout_grid"]
 
@@ -157,7 +158,9 @@ def test_report_renders_in_chromium_with_verdict_badges_and_every_figure(workdir
 
 def test_the_report_explains_weight_decay_against_l2_and_shows_both_pairs_side_by_side(tmp_path):
     """Hand-made imdb records: the SGD pair equal until epoch 3, the RMSprop pair apart from the start."""
-    from regbench import config, records, report
+    from regbench import config
+    from regbench.report import build as report
+    from regbench.train import records
     from tests.conftest import real_params
 
     params = config.parse(real_params())
@@ -200,7 +203,8 @@ def test_the_report_explains_weight_decay_against_l2_and_shows_both_pairs_side_b
 def test_the_summary_and_adaptive_repeats_tables_read_at_a_glance():
     """On the committed decide run: every claim of the rounds table linked to its section with its verdict
     badge; every interval judged at a sequential look states that look's level (98.2%, not the nominal 95%)."""
-    from regbench import config, report
+    from regbench import config
+    from regbench.report import build as report
 
     params = config.load(REPO_ROOT / "params.yaml")
     evaluation = json.loads((REPO_ROOT / "reports/claims_detail.json").read_text())
@@ -219,7 +223,9 @@ def test_the_summary_and_adaptive_repeats_tables_read_at_a_glance():
 def test_variants_that_did_not_learn_are_flagged_in_words(tmp_path):
     """Hand-made sonar records (majority class 111 of 208 = 0.534): a variant at that rate on validation and
     training is flagged, one that memorized its training rows (validation at chance only) is not."""
-    from regbench import config, records, report
+    from regbench import config
+    from regbench.report import build as report
+    from regbench.train import records
     from tests.conftest import real_params
 
     params = config.parse(real_params())

@@ -14,7 +14,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("regbench", "stages")
-REGISTRY = "regbench/experiments"
+REGISTRY = "regbench/data/experiments"
 
 
 def imported_files(path: Path) -> set[str]:
@@ -29,13 +29,18 @@ def imported_files(path: Path) -> set[str]:
         else:
             continue
         for name in names:
-            # A package is its __init__.py (the registry); the top-level packages' are empty.
+            # A package is its __init__.py (the registry); the others hold a docstring only and run nothing.
             if name.split(".")[0] not in PACKAGES or name in PACKAGES:
                 continue
             for candidate in (ROOT / (name.replace(".", "/") + ".py"), ROOT / name.replace(".", "/") / "__init__.py"):
-                if candidate.is_file():
+                if candidate.is_file() and not docstring_only(candidate):
                     found.add(candidate.relative_to(ROOT).as_posix())
     return found
+
+
+def docstring_only(path: Path) -> bool:
+    body = ast.parse(path.read_text()).body
+    return all(isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant) for node in body)
 
 
 def registry_modules(stage: str) -> set[str]:

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 from scipy import stats as scipy_stats
 
-from regbench import stats
+from regbench.claims import stats
 
 CONFIDENCE = 0.95
 ALPHA = stats.one_sided_alpha(CONFIDENCE)  # 0.025
 DRAWS = 4000
-# The distributions whose null the t rule is calibrated for (regbench.stats says why the skewed single one is not).
+# The distributions whose null the t rule is calibrated for (claims.stats says why the skewed single one is not).
 CALIBRATED = [name for name in stats.NULLS if not name.startswith("skewed, single")]
 
 

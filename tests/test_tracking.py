@@ -4,7 +4,7 @@ import json
 
 from mlflow import MlflowClient
 
-from regbench.tracking import (
+from regbench.train.tracking import (
     EXPERIMENT_KIND,
     EXPERIMENT_KIND_TAG,
     SHARED_VIEW_KEY,

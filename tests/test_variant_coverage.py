@@ -16,9 +16,12 @@ import keras
 import numpy as np
 import pytest
 
-from regbench import config, datasets, engine, models, schedule, stacked
-from regbench.progress import Progress
-from regbench.tracking import ChildRuns
+from regbench import config
+from regbench.data import datasets
+from regbench.train import engine, models, stacked
+from regbench.train import plan as schedule
+from regbench.train.progress import Progress
+from regbench.train.tracking import ChildRuns
 from tests.test_models_engine import PARAMS, toy_data, variant
 
 BASE = variant(
@@ -179,7 +182,7 @@ def test_a_refused_variant_trains_one_run_at_a_time_with_the_reason_logged(monke
         schedule.RunSpec(member, repeat, seed, None, f"v {repeat}", stacked.Job(data, seed, params))
         for repeat, seed in enumerate((5, 6))
     ]
-    caplog.set_level(logging.INFO, logger="regbench.schedule")
+    caplog.set_level(logging.INFO, logger="regbench.train.plan")
     results = schedule.train_all(
         PARAMS,  # engine: compiled, which would stack these runs
         specs,

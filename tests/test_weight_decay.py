@@ -11,7 +11,8 @@ import keras
 import numpy as np
 import pytest
 
-from regbench import config, engine, models, stacked
+from regbench import config
+from regbench.train import engine, models, stacked
 from tests.test_models_engine import toy_data, variant
 
 L2 = 0.01

@@ -24,8 +24,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from regbench.browser import chromium, mlflow_ui, screenshot  # noqa: E402
-from regbench.tracking import run_url, runs_view_url, tracking_uri  # noqa: E402
+from regbench.train.tracking import run_url, runs_view_url, tracking_uri  # noqa: E402
+from tools.browser import chromium, mlflow_ui, screenshot  # noqa: E402
 
 
 def ensure_chromium() -> None:

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from regbench import digests
-from regbench.experiments import Arrays, DataError, Experiment, Raw
+from regbench.data import digests
+from regbench.data.experiments import Arrays, DataError, Experiment, Raw
 from regbench.schema import check
 
 

@@ -27,7 +27,8 @@ import keras
 import numpy as np
 
 from regbench.config import VariantParams
-from regbench.models import (
+from regbench.data.sparse import BinaryCsr
+from regbench.train.models import (
     ModelSpec,
     build_model,
     build_optimizer,
@@ -35,8 +36,7 @@ from regbench.models import (
     regularization_penalty,
     undecayed_weights,
 )
-from regbench.records import EPOCH_METRICS as METRICS
-from regbench.sparse import BinaryCsr
+from regbench.train.records import EPOCH_METRICS as METRICS
 
 ProgressFn = Callable[[int, dict[str, float]], None]
 # Up to this width the sparse first layer uses tf.sparse.sparse_dense_matmul, above it segment sums

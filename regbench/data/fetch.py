@@ -21,7 +21,7 @@ from tqdm import tqdm
 from urllib3.exceptions import MaxRetryError, NameResolutionError, ProtocolError, ReadTimeoutError, SSLError
 from urllib3.util import Retry
 
-from regbench import digests
+from regbench.data import digests
 from regbench.config import DatasetFetchParams, FetchParams, SourceParams
 from regbench.io import atomic_path
 

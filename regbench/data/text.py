@@ -14,7 +14,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from regbench.sparse import BinaryCsr
+from regbench.data.sparse import BinaryCsr
 
 # Apostrophes are dropped ("don't" -> "dont") so contractions stay one word; any
 # other ASCII character that is not a letter or digit separates words.

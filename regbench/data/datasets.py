@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from regbench.io import atomic_path, read_json, write_json
-from regbench.sparse import BinaryCsr
+from regbench.data.sparse import BinaryCsr
 
 ARRAYS = "arrays.npz"
 MANIFEST = "manifest.json"

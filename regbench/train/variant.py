@@ -15,14 +15,15 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from regbench import datasets, provenance, records, runstore
 from regbench.config import ExperimentParams, Member, Params, Variant
+from regbench.data import datasets
 from regbench.io import write_json
-from regbench.plots import plot_learning_curves
-from regbench.progress import Progress
-from regbench.schedule import cv_folds, effective_params, run_specs, train_all
 from regbench.schema import flatten, to_plain
-from regbench.tracking import ChildRuns, Tracker, start_stage_run, tracking_uri
+from regbench.train import provenance, records, runstore
+from regbench.train.plan import cv_folds, effective_params, run_specs, train_all
+from regbench.train.plots import plot_learning_curves
+from regbench.train.progress import Progress
+from regbench.train.tracking import ChildRuns, Tracker, start_stage_run, tracking_uri
 
 METRICS_FILE = "metrics.json"
 MANIFEST = "manifest.json"
@@ -34,7 +35,7 @@ def train(
     """Train the stage's runs into ``out_dir``; with a tracker, its parent run is left open.
 
     Runs found in the run store of ``reuse_from`` (the stage's previous outputs) with the same identity
-    are read back, not trained: growing a seed list trains only the new seeds (regbench.runstore).
+    are read back, not trained: growing a seed list trains only the new seeds (regbench.train.runstore).
     The caller ends the parent run (``tracker.end_stage_run``): FINISHED only once ``out_dir`` is in
     place, else FAILED or KILLED (stages/train.py).
     """
@@ -109,7 +110,7 @@ def train(
 
 
 def _identities(params: Params, experiment: str, specs, data_digest: str) -> list[dict[str, Any]]:
-    """Each run's identity (regbench.runstore): its own settings, seed and fold, and what all share."""
+    """Each run's identity (regbench.train.runstore): its own settings, seed and fold, and what all share."""
     versions = provenance.library_versions()
     setup = {
         "data_digest": data_digest,
@@ -165,7 +166,7 @@ def _manifest(
         "data_manifest": {
             k: data.manifest[k] for k in ("experiment", "source", "content_digest", "shapes", "class_balance")
         },
-        # The experiment id lets the report link to the experiment's runs view (regbench.tracking.runs_view_url).
+        # The experiment id lets the report link to the experiment's runs view (regbench.train.tracking.runs_view_url).
         "mlflow": {"tracking_uri": tracking_uri(), "experiment_id": experiment_id, "parent_run_id": parent_run},
         "library_versions": provenance.library_versions(),
         "device": provenance.device(),

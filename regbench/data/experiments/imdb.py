@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from regbench import digests
-from regbench.experiments import Arrays, DataError, Experiment, Raw
+from regbench.data import digests
+from regbench.data.experiments import Arrays, DataError, Experiment, Raw
 from regbench.schema import check, positive_int
-from regbench.text import TOKENIZER_DESCRIPTION, WordIds, multi_hot_ids, tokenize, vocabulary_from_ids
+from regbench.data.text import TOKENIZER_DESCRIPTION, WordIds, multi_hot_ids, tokenize, vocabulary_from_ids
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,7 @@ def entry(run_identity: Mapping[str, Any], history, evaluations: Mapping[str, fl
 def history_of(stored: Mapping[str, Any]):
     """The engine History a stored run was written from."""
     # Imported here: engine imports Keras, which a reader of the store alone need not load.
-    from regbench.engine import History
+    from regbench.train.engine import History
 
     return History(
         metrics={name: _decode(text) for name, text in stored["metrics"].items()},

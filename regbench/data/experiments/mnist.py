@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from regbench.experiments import Arrays, DataError, Experiment, Raw
+from regbench.data.experiments import Arrays, DataError, Experiment, Raw
 from regbench.schema import check
 
 

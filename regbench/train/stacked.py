@@ -32,7 +32,7 @@ import keras
 import numpy as np
 
 from regbench.config import VariantParams
-from regbench.engine import (
+from regbench.train.engine import (
     METRICS,
     FitData,
     History,
@@ -45,7 +45,7 @@ from regbench.engine import (
     side_by_side,
     tensorflow_backend,
 )
-from regbench.models import ModelSpec, build_model, build_optimizer
+from regbench.train.models import ModelSpec, build_model, build_optimizer
 
 # Batch loops of up to this many steps are written out (see engine.graph_loop).
 UNROLL_STEPS = 2

@@ -6,7 +6,7 @@ per-repeat values of one variant with another variant (paired by seed), with a
 line, or with a published level. Each claim gets a Student t interval of the mean
 over repeats, a one-sided p-value (or an equivalence p-value for a level), effect
 sizes, power and a verdict: reproduced, refuted or inconclusive, with the rule that
-decided it. The methods and why they were chosen are in ``regbench.stats``.
+decided it. The methods and why they were chosen are in ``regbench.claims.stats``.
 """
 
 from __future__ import annotations
@@ -22,12 +22,13 @@ from typing import Any, Literal
 import numpy as np
 import yaml
 
-from regbench import records, stats
+from regbench.claims import stats
 from regbench.config import ClaimsParams, DecideParams, Params
-from regbench.experiments import names as experiment_names
+from regbench.data.experiments import names as experiment_names
 from regbench.io import read_json
-from regbench.records import EPOCH_METRICS, FINAL_METRICS, Run, load_runs
 from regbench.schema import ParamsError, build, check, fail, to_plain
+from regbench.train import records
+from regbench.train.records import EPOCH_METRICS, FINAL_METRICS, Run, load_runs
 
 MeasureKind = Literal[
     "final", "best", "best_epoch", "gap", "rise_after_best", "drop_after_peak", "variability", "curve"
@@ -341,7 +342,7 @@ def contrast(claim: Claim, values: Mapping[str, dict[int, Any]]) -> tuple[list[i
 
 
 def judge(claim: Claim, values: Mapping[str, dict[int, Any]], settings: ClaimsParams) -> dict[str, Any]:
-    """The verdict of one claim from the per-repeat values of its variant(s); the methods are in regbench.stats."""
+    """The verdict of one claim from the per-repeat values of its variant(s); the methods are in claims.stats."""
     test = claim.test
     repeats, sample = contrast(claim, values)
     means = {term.key: _mean_of(values[term.key], repeats) for term in test.terms}
@@ -399,7 +400,7 @@ def judge_sequential(
 ) -> dict[str, Any]:
     """The verdict at the first look that decides: look k judges the first n_k common repeats at alpha_k.
 
-    The looks and their alphas come from params alone (regbench.stats.look_schedule, look_alphas), and
+    The looks and their alphas come from params alone (regbench.claims.stats.look_schedule, look_alphas), and
     the repeats are taken in order, so the verdict is a function of params and results: a claim grown to
     15 repeats by ./run.sh decide gets the same verdict from a plain dvc repro of the final params.
     Repeats beyond the last look reached are not used (they await the next look).
@@ -876,7 +877,7 @@ def tag_mlflow_runs(evaluation: Mapping[str, Any], results_dir: Path) -> int:
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from regbench.tracking import tracking_uri
+    from regbench.train.tracking import tracking_uri
 
     ids_by_run: dict[str, list[str]] = {}
     for claim_id, entry in evaluation["claims"].items():

@@ -38,10 +38,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from regbench import provenance
 from regbench.config import Params, VariantParams
-from regbench.schedule import RunSpec, make_job, train_single
-from regbench.stacked import plan_parts, train_jobs, unsupported
+from regbench.train import provenance
+from regbench.train.plan import RunSpec, make_job, train_single
+from regbench.train.stacked import plan_parts, train_jobs, unsupported
 
 log = logging.getLogger(__name__)
 # ray.wait returns at least this often, so a signal (Ctrl-C, SIGTERM) is handled promptly.
@@ -83,7 +83,7 @@ def train_unit(
     """Train one unit (in a Ray worker): its histories and evaluations, in ``recipes`` order, and where it ran."""
     import ray
 
-    from regbench.engine import make_trainer, tensorflow_backend
+    from regbench.train.engine import make_trainer, tensorflow_backend
 
     if train_settings["deterministic"]:
         tensorflow_backend().config.experimental.enable_op_determinism()
@@ -100,7 +100,7 @@ def train_unit(
         # parts=1: the unit is one part of the driver's plan already.
         train_jobs(jobs, input_dim, output_dim, chunk_seconds, lambda indices: None, keep, parts=1)
     else:
-        from regbench.sparse import BinaryCsr
+        from regbench.data.sparse import BinaryCsr
 
         sparse = isinstance(data["x_train"], BinaryCsr)
         trainer = make_trainer(engine, jobs[0].params, input_dim, output_dim, sparse, chunk_seconds)

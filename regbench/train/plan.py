@@ -21,15 +21,16 @@ from typing import Any
 
 import numpy as np
 
-from regbench import datasets, records
 from regbench.config import ExperimentParams, Member, Params, VariantParams
-from regbench.engine import FitData, binary_targets, make_trainer, one_thread_per_op, side_by_side
-from regbench.progress import Progress
-from regbench.records import RunResult
+from regbench.data import datasets
+from regbench.data.sparse import BinaryCsr
 from regbench.schema import flatten, to_plain
-from regbench.sparse import BinaryCsr
-from regbench.stacked import Job, evaluation_sets, train_jobs, unsupported
-from regbench.tracking import ChildRuns
+from regbench.train import records
+from regbench.train.engine import FitData, binary_targets, make_trainer, one_thread_per_op, side_by_side
+from regbench.train.progress import Progress
+from regbench.train.records import RunResult
+from regbench.train.stacked import Job, evaluation_sets, train_jobs, unsupported
+from regbench.train.tracking import ChildRuns
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +190,7 @@ def train_all(
     try:
         if params.train.executor == "ray":
             # Imported here: Ray is only loaded by stages that use it.
-            from regbench.executor import train_on_ray
+            from regbench.train.executor import train_on_ray
 
             record = train_on_ray(params, specs, data, collector, progress, stage)
         else:

@@ -31,7 +31,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 
 from regbench.io import start_time
-from regbench.records import divergence_reason
+from regbench.train.records import divergence_reason
 
 log = logging.getLogger(__name__)
 DEFAULT_STORE = "mlflow.db"

@@ -18,16 +18,17 @@ from typing import Any
 
 import numpy as np
 
-from regbench import records, stats
-from regbench.claims import NOT_RUN, Measure, look_levels, per_repeat, run_name
+from regbench.claims import stats
+from regbench.claims.judge import NOT_RUN, Measure, look_levels, per_repeat, run_name
 from regbench.config import Params
-from regbench.experiments import registry
+from regbench.data.experiments import registry
 from regbench.io import atomic_path, read_json
-from regbench.plots import METRIC_LABEL, plot_learning_curves, plot_side_by_side
-from regbench.plots import pyplot as _pyplot
-from regbench.plots import save as _save
-from regbench.records import Run, load_runs
-from regbench.tracking import mlflow_ui_command, run_url, runs_view_url
+from regbench.train import records
+from regbench.train.plots import METRIC_LABEL, plot_learning_curves, plot_side_by_side
+from regbench.train.plots import pyplot as _pyplot
+from regbench.train.plots import save as _save
+from regbench.train.records import Run, load_runs
+from regbench.train.tracking import mlflow_ui_command, run_url, runs_view_url
 
 # Verdicts as words in a styled badge: icon glyphs render as empty boxes without an emoji font.
 VERDICTS = ("reproduced", "refuted", "inconclusive", NOT_RUN)
@@ -688,7 +689,7 @@ def diverged_lines(results: ExperimentResults) -> list[str]:
 
 
 def drift_lines(evaluation: Mapping[str, Any]) -> list[str]:
-    """This run's per-repeat values against the reference run's (regbench.drift), seed by seed."""
+    """This run's per-repeat values against the reference run's (regbench.claims.drift), seed by seed."""
     drift = evaluation.get("drift")
     if not drift:
         return []

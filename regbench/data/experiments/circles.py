@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from regbench.experiments import Arrays, DataError, Experiment
+from regbench.data.experiments import Arrays, DataError, Experiment
 from regbench.schema import check, non_negative, positive_int
 
 

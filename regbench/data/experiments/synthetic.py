@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from regbench.experiments import Arrays, Experiment
+from regbench.data.experiments import Arrays, Experiment
 from regbench.schema import check, positive_int
 
 

@@ -1,6 +1,6 @@
 """The experiment registry: one module in this package per experiment, nothing else to edit.
 
-Each module ``regbench/experiments/<name>.py`` defines one ``EXPERIMENT =
+Each module ``regbench/data/experiments/<name>.py`` defines one ``EXPERIMENT =
 Experiment(...)``: the dataclass of its ``prepare.<name>`` params, the fetched
 dataset it reads (or none: generated data), the function that turns that into
 the prepared arrays, and how the report labels it. Its settings live in
@@ -74,7 +74,7 @@ class Experiment:
     source_notes: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        where = f"regbench/experiments/{self.name}.py"
+        where = f"regbench/data/experiments/{self.name}.py"
         if not dataclasses.is_dataclass(self.prepare_params):
             raise TypeError(f"{where}: prepare_params must be a dataclass, got {self.prepare_params!r}")
         if self.headline_metric not in REPORTABLE_METRICS:
@@ -84,7 +84,7 @@ class Experiment:
 
     @property
     def module_path(self) -> str:
-        return f"regbench/experiments/{self.name}.py"
+        return f"regbench/data/experiments/{self.name}.py"
 
     @property
     def prepare_input(self) -> str:

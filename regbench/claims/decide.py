@@ -26,7 +26,7 @@ from typing import Any
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
-from regbench import stats
+from regbench.claims import stats
 from regbench.config import Params
 from regbench.io import atomic_path, read_json, write_json
 from regbench.schema import ParamsError

@@ -1,0 +1,1 @@
+"""Claims: the registry schema, the measures, the statistics and the verdicts; adaptive repeats; drift."""

@@ -1,0 +1,1 @@
+"""The report: sections, figures and the Markdown and HTML pages."""

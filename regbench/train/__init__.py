@@ -1,0 +1,1 @@
+"""Training: which runs a variant makes (plan), the engines, executors, the run store, records and tracking."""
