@@ -32,7 +32,10 @@ import contextlib
 import functools
 import logging
 import os
+import secrets
+import shutil
 import signal
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -283,6 +286,7 @@ def ray_session() -> Iterator[Any]:
     import regbench
 
     started_here = not ray.is_initialized()
+    local = None
     if started_here:
         address = os.environ.get("RAY_ADDRESS") or None
         runtime_env = {
@@ -292,6 +296,8 @@ def ray_session() -> Iterator[Any]:
         options: dict[str, Any] = {"address": address, "runtime_env": runtime_env, "log_to_driver": True}
         if address is None:
             options["include_dashboard"] = False
+            local = _LocalInstance()
+            options["_temp_dir"] = str(local.temp_dir)
         # ray.init replaces the SIGTERM handler (ray.init docs); the stage's own handler (StageKilled: runs
         # closed KILLED, tasks cancelled) is put back. Only the main thread can set handlers.
         main_thread = threading.current_thread() is threading.main_thread()
@@ -305,11 +311,53 @@ def ray_session() -> Iterator[Any]:
                 f"could not attach to the Ray cluster at RAY_ADDRESS={address}: {error}. Start its head node "
                 "(ray start --head) or unset RAY_ADDRESS to train on a Ray instance started for the stage"
             ) from error
+        except BaseException:
+            if local is not None:
+                local.remove()
+            raise
     try:
         yield ray
     finally:
         if started_here:
             ray.shutdown()
+            if local is not None:
+                local.remove()
+
+
+class _LocalInstance:
+    """What a local Ray instance started for a stage leaves nowhere else: its files and its token.
+
+    Ray puts a local instance's session (sockets, logs, the shipped code) under ``<temp>/ray`` (``/tmp/ray``
+    or ``$TMPDIR/ray``, shared by every user and session), unless ``ray.init(_temp_dir=...)`` names a root
+    (ray.init's docstring: "``_temp_dir`` (root temp directory; must be absolute)"). Here that is a private
+    directory: Ray makes its root world-writable, so the root is a folder inside one of mode 0700 (``mkdtemp``),
+    removed after shutdown. Ray 2.59+ turns token authentication on for a
+    new local instance and, with no token found, writes one to ``~/.ray/auth_token``; the token is read from
+    ``RAY_AUTH_TOKEN`` first (https://docs.ray.io/en/master/ray-core/internals/token-authentication.html,
+    "Token Sources and Precedence"), so a fresh one goes there, for this process and the workers it starts,
+    and nothing is written to $HOME. The environment is put back after shutdown.
+    """
+
+    TOKEN_VARIABLES = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")
+
+    def __init__(self):
+        # Short: Ray's socket paths under it (about 75 more bytes) must fit the 107-byte limit of a Unix socket.
+        base = tempfile.gettempdir()
+        self.private = Path(tempfile.mkdtemp(prefix="rbray-", dir=base if len(base) <= 24 else "/tmp"))
+        # Ray makes its root world-writable (mode 0777); inside the 0700 directory no one else reaches it.
+        self.temp_dir = self.private / "r"
+        self.saved = {name: os.environ.get(name) for name in self.TOKEN_VARIABLES}
+        explicit = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH")
+        if not explicit and os.environ.get("RAY_AUTH_MODE", "token").lower() == "token":
+            os.environ["RAY_AUTH_TOKEN"] = secrets.token_hex(32)
+
+    def remove(self) -> None:
+        for name, value in self.saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        shutil.rmtree(self.private, ignore_errors=True)
 
 
 def _train_on_ray(
