@@ -38,7 +38,7 @@ def test_stacked_stages_are_sent_as_the_local_parts(seeds, parts):
     params, specs = specs_for("compiled", seeds)
     units = plan_units(params, specs)
     assert all(unit.stacked for unit in units)
-    # Every run once, in order, in contiguous parts: the parts stacked.train_jobs trains locally.
+    # Every run once, in order, in contiguous parts: the parts stacked.train_parts trains locally.
     assert [i for unit in units for i in unit.indices] == list(range(len(specs)))
     assert len(units) == parts
     assert [list(unit.indices) for unit in units] == plan_parts(specs, params.train.stack_parts)
