@@ -23,6 +23,7 @@ import json
 import os
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,18 +74,21 @@ def trace(name: str) -> dict:
         path.append((module, code.co_qualname, depth))
 
     with tempfile.TemporaryDirectory(dir=os.getcwd()) as out:
+        # Worker threads too (side-by-side runs and stacked parts); a thread's depth counts from its own start.
+        threading.setprofile(profile)
         sys.setprofile(profile)
         try:
             train(params, name, Path(out))
         finally:
             sys.setprofile(None)
+            threading.setprofile(None)
     climbs = sum(1 for before, after in zip(path, path[1:], strict=False) if after[2] <= before[2])
     return {
         "run": name,
         "places": len(path),
         "modules": len({module for module, _, _ in path}),
         "climbs": climbs,
-        "path": [f"{'  ' * (depth - path[0][2])}{module}:{function}" for module, function, depth in path],
+        "path": [f"{'  ' * max(0, depth - path[0][2])}{module}:{function}" for module, function, depth in path],
     }
 
 
