@@ -105,22 +105,20 @@ def suite_run(name: str, seeds: tuple[int, ...] | None) -> dict[str, float]:
     seeds = seeds if seeds is not None else experiment.seeds_of(variant.name)
     data = datasets.load(Path("data/prepared") / experiment.data)
     members = [dataclasses.replace(m, params=schedule.effective_params(m.params, params)) for m in variant.members]
-    specs = schedule.run_specs(params, tuple(seeds), members, data, schedule.cv_folds(experiment, data))
-    jobs = [s.job for s in specs]
+    runs = schedule.plan_runs(params, tuple(seeds), members, data, schedule.cv_folds(experiment, data))
     finished: dict[int, object] = {}
     started = time.perf_counter()
-    stacked.train_jobs(
-        jobs,
-        jobs[0].data.input_dim,
-        jobs[0].data.output_dim,
+    stacked.train_parts(
+        runs,
+        stacked.plan_parts(runs, params.train.stack_parts),
         params.train.chunk_seconds,
-        lambda indices: None,
+        None,
         lambda index, history, evaluations: finished.__setitem__(index, history),
-        parts=params.train.stack_parts,
+        threads=params.train.stack_parts,
     )
     seconds = time.perf_counter() - started
     accuracy = sum(h.metrics["val_accuracy"][-1] for h in finished.values()) / len(finished)
-    return {"seconds": seconds, "runs": len(specs), "mean_final_val_accuracy": accuracy}
+    return {"seconds": seconds, "runs": len(runs), "mean_final_val_accuracy": accuracy}
 
 
 def fit_reference(epochs: int) -> float:

@@ -8,7 +8,7 @@ import pytest
 from regbench import config
 from regbench.data import datasets
 from regbench.train.executor import plan_units
-from regbench.train.plan import cv_folds, run_specs
+from regbench.train.plan import cv_folds, plan_runs
 from regbench.train.stacked import MIN_RUNS_PER_PART, plan_parts
 from tests.conftest import real_params, without_variant_seeds
 
@@ -28,7 +28,7 @@ def specs_for(engine: str, seeds: int, variant: str = "dropout_grid"):
     data = datasets.PreparedData(arrays, {})
     experiment = params.experiments["circles"]
     members = list(experiment.variants[variant].members)
-    return params, run_specs(params, experiment.seeds_of(variant), members, data, cv_folds(experiment, data))
+    return params, plan_runs(params, experiment.seeds_of(variant), members, data, cv_folds(experiment, data))
 
 
 # The 9-member dropout grid: 9 runs make one part (fewer than 2 x MIN_RUNS_PER_PART), 27 runs two (stack_parts).
@@ -38,10 +38,10 @@ def test_stacked_stages_are_sent_as_the_local_parts(seeds, parts):
     params, specs = specs_for("compiled", seeds)
     units = plan_units(params, specs)
     assert all(unit.stacked for unit in units)
-    # Every run once, in order, in contiguous parts: the parts stacked.train_jobs trains locally.
+    # Every run once, in order, in contiguous parts: the parts stacked.train_parts trains locally.
     assert [i for unit in units for i in unit.indices] == list(range(len(specs)))
     assert len(units) == parts
-    assert [list(unit.indices) for unit in units] == plan_parts([spec.job for spec in specs], params.train.stack_parts)
+    assert [list(unit.indices) for unit in units] == plan_parts(specs, params.train.stack_parts)
 
 
 def test_per_run_engines_send_one_task_per_run():

@@ -9,6 +9,7 @@ import pytest
 
 from regbench import config
 from regbench.train import engine, models, stacked
+from regbench.train.run import Run
 from tests.conftest import real_params
 
 PARAMS = config.parse(real_params())
@@ -56,9 +57,24 @@ def toy_data(n=64, d=6, seed=0, categorical=False):
     return engine.FitData(x[: n // 2], y[: n // 2], x[n // 2 :], y[n // 2 :])
 
 
+def trainer_for(params: config.VariantParams, input_dim: int = 6, output_dim: int = 1, sparse: bool = False):
+    """The per-run compiled engine on toy data, in chunks of about a second."""
+    return engine.CompiledTrainer(params, input_dim, output_dim, sparse=sparse, chunk_seconds=1.0)
+
+
+def run_of(data: engine.FitData, seed: int, params: config.VariantParams, test=None) -> Run:
+    """A run outside any variant, as the engines take it."""
+    return Run.alone(params, seed, data, test)
+
+
+def train_stacked(jobs, on_done, parts: int = 1, chunk_seconds: float = 1.0, progress=None) -> None:
+    """The jobs through the stacked engine, in the parts the executor plans (``stacked.plan_parts``)."""
+    stacked.train_parts(jobs, stacked.plan_parts(jobs, parts), chunk_seconds, progress, on_done, threads=parts)
+
+
 def test_max_norm_holds_kernel_column_norms_after_training():
     params = variant("sonar", "dropout_maxnorm", hidden=(8, 4), epochs=30, max_norm=0.5)
-    trainer = engine.CompiledTrainer(params, 6, 1, sparse=False, chunk_seconds=1.0)
+    trainer = trainer_for(params)
     trainer.train(toy_data(), seed=0)
     for layer in trainer.model.layers:
         if isinstance(layer, keras.layers.Dense) and layer.name.startswith("hidden"):
@@ -79,7 +95,7 @@ def test_compiled_engine_equals_model_fit(optimizer, extra):
     """Same initial weights and batch order: same per-epoch history and final weights."""
     params = variant("sonar", "baseline", hidden=(8, 4), epochs=6, batch_size=8, optimizer=optimizer, **extra)
     data = toy_data()
-    compiled = engine.CompiledTrainer(params, 6, 1, sparse=False, chunk_seconds=1.0)
+    compiled = trainer_for(params)
     history = compiled.train(data, seed=5)
     keras.utils.set_random_seed(5)
     reference_model = models.build_model(models.ModelSpec.of(params, 6, 1))
@@ -96,7 +112,7 @@ def test_compiled_engine_equals_model_fit(optimizer, extra):
 def test_compiled_engine_matches_fit_on_categorical_and_sparse_inputs(first_layer):
     params = variant("mnist", "baseline", hidden=(5,), epochs=3, batch_size=16, shuffle=False)
     data = toy_data(categorical=True)
-    history = engine.CompiledTrainer(params, 6, 2, sparse=False, chunk_seconds=1.0).train(data, seed=1)
+    history = trainer_for(params, 6, 2, sparse=False).train(data, seed=1)
     keras.utils.set_random_seed(1)
     reference = engine.fit_model(models.build_model(models.ModelSpec.of(params, 6, 2)), params, data, seed=1)
     np.testing.assert_allclose(history.metrics["val_loss"], reference.metrics["val_loss"], rtol=1e-5)
@@ -110,30 +126,29 @@ def test_compiled_engine_matches_fit_on_categorical_and_sparse_inputs(first_laye
     y = engine.binary_targets((dense[:, 0] > 0).astype(np.float32))
     # Both sparse products: sparse_dense_matmul for a narrow first layer, segment sums for a wide one.
     imdb = variant("imdb", "original", hidden=(first_layer,), epochs=3, batch_size=8)
-    sparse_history = engine.CompiledTrainer(imdb, 12, 1, sparse=True, chunk_seconds=1.0).train(
+    sparse_history = trainer_for(imdb, 12, 1, sparse=True).train(
         engine.FitData(csr.take(np.arange(30)), y[:30], csr.take(np.arange(30, 40)), y[30:]), seed=2
     )
-    dense_history = engine.CompiledTrainer(imdb, 12, 1, sparse=False, chunk_seconds=1.0).train(
+    dense_history = trainer_for(imdb, 12, 1, sparse=False).train(
         engine.FitData(dense[:30], y[:30], dense[30:], y[30:]), seed=2
     )
     for metric in engine.METRICS:
         np.testing.assert_allclose(sparse_history.metrics[metric], dense_history.metrics[metric], rtol=1e-5)
 
 
-def test_dropout_runs_agree_in_distribution():
-    params = variant("synthetic", "dropout", hidden=(16, 16), epochs=8)
+def test_a_dropout_run_validates_in_inference_mode():
+    """The compiled loop's validation row uses the model without dropout: Keras' own evaluate agrees."""
+    params = variant("synthetic", "dropout", hidden=(16, 16), epochs=8, l2=0.01)
     data = toy_data(n=200)
-    compiled = engine.CompiledTrainer(params, 6, 1, sparse=False, chunk_seconds=1.0)
-    ours, theirs = [], []
-    for seed in range(4):
-        ours.append(compiled.train(data, seed=seed).metrics["loss"][-1])
-        keras.utils.set_random_seed(seed)
-        theirs.append(
-            engine.fit_model(models.build_model(models.ModelSpec.of(params, 6, 1)), params, data, seed).metrics["loss"][
-                -1
-            ]
-        )
-    assert abs(np.mean(ours) - np.mean(theirs)) < 3 * (np.std(theirs) + np.std(ours)) + 0.05
+    trainer = trainer_for(params)
+    history = trainer.train(data, seed=3)
+    models.compile_model(trainer.model, params)
+    loss, accuracy = trainer.model.evaluate(data.x_val, data.y_val, batch_size=len(data.y_val), verbose=0)
+    assert history.metrics["val_loss"][-1] == pytest.approx(loss, rel=1e-5)
+    assert history.metrics["val_accuracy"][-1] == pytest.approx(accuracy, abs=1e-7)
+    # And dropout is on in training: the same network without it trains to another loss.
+    plain = trainer_for(dataclasses.replace(params, input_dropout=0.0, hidden_dropout=0.0)).train(data, seed=3)
+    assert plain.metrics["loss"] != history.metrics["loss"]
 
 
 def test_graph_loop_written_out_or_as_a_while_loop_gives_the_same_state():
@@ -167,10 +182,10 @@ def test_graph_loop_written_out_or_as_a_while_loop_gives_the_same_state():
 def test_compiled_engine_is_deterministic():
     params = variant("circles", "dropout", epochs=20)
     data = toy_data(d=2)
-    trainer = engine.CompiledTrainer(params, 2, 1, sparse=False, chunk_seconds=1.0)
+    trainer = trainer_for(params, 2, 1, sparse=False)
     first = trainer.train(data, seed=3).metrics
     other = trainer.train(data, seed=4).metrics
-    again = engine.CompiledTrainer(params, 2, 1, sparse=False, chunk_seconds=1.0).train(data, seed=3).metrics
+    again = trainer_for(params, 2, 1, sparse=False).train(data, seed=3).metrics
     assert first == again and first != other
 
 
@@ -178,16 +193,14 @@ def test_divergence_stops_the_run_and_marks_it():
     params = variant("sonar", "baseline", hidden=(8,), epochs=50, optimizer=config.OptimizerParams("sgd", 1e6, 0.9))
     data = toy_data()
     data.x_train[:] *= 1e3
-    history = engine.CompiledTrainer(params, 6, 1, sparse=False, chunk_seconds=1.0).train(data, seed=0)
+    history = trainer_for(params).train(data, seed=0)
     assert history.status == "diverged" and history.diverged_epoch is not None
     assert history.epochs == history.diverged_epoch - 1 < 50
     assert all(np.isfinite(history.metrics["loss"]))
 
 
 def stacked_jobs(params, seeds, datas, **changes):
-    return [
-        stacked.Job(data, seed, dataclasses.replace(params, **changes)) for seed, data in zip(seeds, datas, strict=True)
-    ]
+    return [run_of(data, seed, dataclasses.replace(params, **changes)) for seed, data in zip(seeds, datas, strict=True)]
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam", "rmsprop"])
@@ -216,17 +229,17 @@ def test_stacked_groups_grid_members_and_keeps_their_dropout_rates():
     params = variant("circles", "overfit", epochs=30)
     data = toy_data(n=80, d=2)
     jobs = [
-        stacked.Job(data, seed, dataclasses.replace(params, hidden_dropout=rate))
+        run_of(data, seed, dataclasses.replace(params, hidden_dropout=rate))
         for rate in (0.0, 0.6)
         for seed in (0, 1, 2)
     ]
-    jobs.append(stacked.Job(toy_data(n=60, d=2), 0, params))  # other shapes: its own group
+    jobs.append(run_of(toy_data(n=60, d=2), 0, params))  # other shapes: its own group
     groups = {}
     for job in jobs:
         groups.setdefault(stacked.group_key(job), []).append(job)
     assert sorted(len(g) for g in groups.values()) == [1, 6]
     finished = {}
-    stacked.train_jobs(jobs, 2, 1, 1.0, lambda indices: None, lambda i, h, t: finished.__setitem__(i, h))
+    train_stacked(jobs, lambda i, h, t: finished.__setitem__(i, h))
     assert sorted(finished) == list(range(7))
     no_dropout = [finished[i].metrics["loss"][-1] for i in range(3)]
     with_dropout = [finished[i].metrics["loss"][-1] for i in range(3, 6)]
@@ -264,7 +277,7 @@ def test_stacked_parts_train_side_by_side_with_the_results_of_one_stack(monkeypa
 
     def run(parts):
         finished = []
-        stacked.train_jobs(jobs, 6, 1, 1.0, lambda indices: None, lambda *done: finished.append(done), parts=parts)
+        train_stacked(jobs, lambda *done: finished.append(done), parts=parts)
         return finished
 
     together, side_by_side = run(1), run(3)
@@ -278,13 +291,13 @@ def test_stacked_parts_train_side_by_side_with_the_results_of_one_stack(monkeypa
 def test_an_error_in_one_part_stops_the_others(monkeypatch):
     monkeypatch.setattr(stacked, "MIN_RUNS_PER_PART", 1)
     params = variant("circles", "overfit", epochs=100_000)
-    jobs = [stacked.Job(toy_data(n=40, d=2), seed, params) for seed in range(4)]
+    jobs = [run_of(toy_data(n=40, d=2), seed, params) for seed in range(4)]
 
     def failing_progress(epoch, logs):
         raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        stacked.train_jobs(jobs, 2, 1, 0.2, lambda indices: failing_progress, lambda *done: None, parts=2)
+        train_stacked(jobs, lambda *done: None, parts=2, chunk_seconds=0.2, progress=failing_progress)
 
 
 def test_a_run_is_the_same_at_odd_and_even_positions_of_a_stack():
@@ -294,8 +307,8 @@ def test_a_run_is_the_same_at_odd_and_even_positions_of_a_stack():
 
     def seed_3(seeds):
         finished = {}
-        jobs = [stacked.Job(data, seed, params) for seed in seeds]
-        stacked.train_jobs(jobs, 2, 1, 1.0, lambda i: None, lambda i, h, e: finished.__setitem__(i, (h.metrics, e)))
+        jobs = [run_of(data, seed, params) for seed in seeds]
+        train_stacked(jobs, lambda i, h, e: finished.__setitem__(i, (h.metrics, e)))
         return finished[seeds.index(3)]
 
     alone = seed_3([3])
@@ -311,13 +324,12 @@ def test_a_dropout_run_is_the_same_in_any_stack_and_any_part(monkeypatch, name):
     else:
         params = variant("sonar", "hidden_dropout", hidden=(8, 4), epochs=6, batch_size=8, input_dropout=0.2)
         data = toy_data()
-    dims = data.x_train.shape[1]
 
     def seed_3(seeds, parts):
         finished = {}
-        jobs = [stacked.Job(data, seed, params) for seed in seeds]
+        jobs = [run_of(data, seed, params) for seed in seeds]
         done = lambda i, h, e: finished.__setitem__(i, (h, e))  # noqa: E731
-        stacked.train_jobs(jobs, dims, 1, 1.0, lambda indices: None, done, parts=parts)
+        train_stacked(jobs, done, parts=parts)
         history, evaluations = finished[seeds.index(3)]
         return history.metrics, evaluations
 
@@ -328,9 +340,7 @@ def test_a_dropout_run_is_the_same_in_any_stack_and_any_part(monkeypatch, name):
     assert alone == seed_3([3, 7], parts=2)
     # And the masks do depend on the run's own seed: seed 4 alone trains differently.
     finished = {}
-    stacked.train_jobs(
-        [stacked.Job(data, 4, params)], dims, 1, 1.0, lambda i: None, lambda i, h, e: finished.update(h=h)
-    )
+    train_stacked([run_of(data, 4, params)], lambda i, h, e: finished.update(h=h))
     assert finished["h"].metrics != alone[0]
 
 
@@ -365,9 +375,8 @@ def test_runs_side_by_side_equal_runs_one_at_a_time(hidden_dropout):
     """The per-run engine trains train.stack_parts runs at once, one thread per op each: a run's history and
     evaluations are the ones it has alone (the host column order, the lock on Keras' random state)."""
     from regbench.data import datasets
-    from regbench.train import plan as schedule
+    from regbench.train import executor, plan
     from regbench.train.progress import Progress
-    from regbench.train.tracking import ChildRuns
 
     x_train, y_train = toy_reviews(60, seed=0)
     x_test, y_test = toy_reviews(30, seed=1)
@@ -386,9 +395,9 @@ def test_runs_side_by_side_equal_runs_one_at_a_time(hidden_dropout):
 
     def train(parts: int):
         params = dataclasses.replace(PARAMS, train=dataclasses.replace(PARAMS.train, stack_parts=parts))
-        specs = schedule.run_specs(params, (0, 1, 2, 3, 4), [member], data, [None])
-        results = schedule.train_all(params, specs, data, ChildRuns(None, None, {}, 50), Progress("t", 5), "t")
-        return results
+        runs = plan.plan_runs(params, (0, 1, 2, 3, 4), [member], data, [None])
+        executor.train(params, runs, data, Progress("t", 5), "t")
+        return runs
 
     alone, side_by_side = train(1), train(2)
     assert [r.seed for r in side_by_side] == [0, 1, 2, 3, 4]

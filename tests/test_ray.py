@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -183,3 +184,55 @@ def test_sigterm_or_ctrl_c_cancels_the_outstanding_tasks(repo, cluster):
     assert len(children) == 2 and {r.info.status for r in children} == {"KILLED"}
     assert (histories(repo, stage) if output_dir.exists() else None) == before  # the last good results stay
     assert not list((repo / "results/train").glob(f".{stage}.*"))
+
+
+LOCAL_DRIVER = """
+import json, os, stat
+from regbench.train.executor import ray_session
+
+tmp = os.environ["TMPDIR"]
+with ray_session() as ray:
+    assert ray.get(ray.remote(lambda: 1 + 1).remote()) == 2
+    during = {name: stat.S_IMODE(os.stat(os.path.join(tmp, name)).st_mode) for name in os.listdir(tmp)}
+print(json.dumps({"during": during, "after": os.listdir(tmp), "token": os.environ.get("RAY_AUTH_TOKEN")}))
+"""
+
+
+def test_a_local_ray_instance_leaves_nothing_behind(tmp_path):
+    """A stage without RAY_ADDRESS starts a local Ray instance (executor.ray_session): its session files go
+    to a private directory (mode 0700) that is removed afterwards, never to the shared <temp>/ray, and
+    no token file is written to $HOME (Ray 2.59+ writes ~/.ray/auth_token for a new local instance)."""
+    reason = namespace_unavailable()
+    if reason is not None:
+        pytest.skip(f"the Ray tests need a private network namespace: {reason}")
+    home = tmp_path / "home"
+    home.mkdir()
+    # A short temporary directory of the driver's own (Ray's socket paths under it must fit 107 bytes).
+    temp = Path(tempfile.mkdtemp(prefix="rt-", dir="/tmp"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}
+    env.update(HOME=str(home), TMPDIR=str(temp), RAY_USAGE_STATS_ENABLED="0", TF_CPP_MIN_LOG_LEVEL="3")
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    cluster = LoopbackCluster()  # only its network namespace: the instance is the driver's own
+    try:
+        driver = subprocess.Popen(
+            cluster.prefix() + [sys.executable, "-c", LOCAL_DRIVER],
+            env=env,
+            start_new_session=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        cluster.nodes.append(driver.pid)  # whatever the driver left running is killed with its group
+        output, errors = driver.communicate(timeout=300)
+    finally:
+        cluster.stop()
+        leftovers = [path.name for path in temp.iterdir()]
+        shutil.rmtree(temp, ignore_errors=True)
+    assert driver.returncode == 0, errors
+    seen = json.loads(output.strip().splitlines()[-1])
+    ray_dirs = {name: mode for name, mode in seen["during"].items() if name.startswith("rbray-") or name == "ray"}
+    assert list(ray_dirs.values()) == [0o700] and "ray" not in ray_dirs, seen
+    assert not [name for name in seen["after"] if name.startswith("rbray-") or name == "ray"], seen
+    assert not [name for name in leftovers if name.startswith("rbray-") or name == "ray"], leftovers
+    assert seen["token"] is None  # the stage's own token went with its instance
+    assert not (home / ".ray").exists(), list((home / ".ray").rglob("*"))

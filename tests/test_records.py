@@ -5,6 +5,7 @@ import pytest
 
 from regbench.train import records
 from regbench.train.engine import History
+from regbench.train.run import Run
 
 
 def result(member="v", repeat=0, fold=None, losses=(0.5, 0.25), grid_value=None, status="ok"):
@@ -14,7 +15,9 @@ def result(member="v", repeat=0, fold=None, losses=(0.5, 0.25), grid_value=None,
             {"loss": loss, "accuracy": 0.5, "val_loss": loss + 0.1 * epoch, "val_accuracy": 0.6, "reg_loss": 0}
         )
     history.status = status
-    return records.RunResult(member, grid_value, repeat, 10 + repeat, fold, history, {"train_eval_accuracy": 0.75})
+    return Run(
+        member, grid_value, None, repeat, 10 + repeat, fold, history=history, evaluations={"train_eval_accuracy": 0.75}
+    )
 
 
 def test_written_records_read_back_as_the_runs_that_were_written(tmp_path):

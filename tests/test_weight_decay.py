@@ -13,7 +13,8 @@ import pytest
 
 from regbench import config
 from regbench.train import engine, models, stacked
-from tests.test_models_engine import toy_data, variant
+from regbench.train.run import Run
+from tests.test_models_engine import toy_data, trainer_for, variant
 
 L2 = 0.01
 EPOCHS = 4
@@ -43,7 +44,7 @@ def fit_weights_per_epoch(params: config.VariantParams, data: engine.FitData, se
 def stacked_weights_per_epoch(params: config.VariantParams, datas, seeds) -> list[list[np.ndarray]]:
     """The stacked engine, one epoch per ``fit`` call (weights and optimizer state carry over)."""
     one_epoch = dataclasses.replace(params, epochs=1)
-    jobs = [stacked.Job(data, seed, one_epoch) for data, seed in zip(datas, seeds, strict=True)]
+    jobs = [Run.alone(one_epoch, seed, data) for data, seed in zip(datas, seeds, strict=True)]
     trainer = stacked.StackedTrainer(one_epoch, 6, 1, len(jobs), 32, 32, 1.0)
     trainer.reset(jobs)
     seen = []
@@ -83,7 +84,7 @@ def test_weight_decay_equals_l2_under_plain_sgd_in_the_compiled_engine():
     data = toy_data(seed=0)
     runs = {}
     for name, params in (("l2", with_l2), ("decayed", decayed)):
-        trainer = engine.CompiledTrainer(params, 6, 1, sparse=False, chunk_seconds=1.0)
+        trainer = trainer_for(params)
         runs[name] = (trainer.train(data, 3), [keras.ops.convert_to_numpy(w) for w in trainer.model.weights])
     np.testing.assert_allclose(data_loss(runs["decayed"][0]), data_loss(runs["l2"][0]), **TOLERANCE)
     assert runs["decayed"][0].metrics["val_accuracy"] == runs["l2"][0].metrics["val_accuracy"]

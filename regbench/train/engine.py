@@ -37,6 +37,7 @@ from regbench.train.models import (
     undecayed_weights,
 )
 from regbench.train.records import EPOCH_METRICS as METRICS
+from regbench.train.run import FitData, binary_targets  # noqa: F401 (binary_targets: re-exported)
 
 ProgressFn = Callable[[int, dict[str, float]], None]
 # Up to this width the sparse first layer uses tf.sparse.sparse_dense_matmul, above it segment sums
@@ -46,22 +47,6 @@ SPARSE_MATMUL_MAX_UNITS = 32
 # side by side build, trace and reset under this lock, so a run's initial weights and dropout seeds come
 # from its own seed whatever the other threads do.
 GLOBAL_RANDOM_STATE = threading.RLock()
-
-
-@dataclass
-class FitData:
-    x_train: np.ndarray | BinaryCsr
-    y_train: np.ndarray
-    x_val: np.ndarray | BinaryCsr
-    y_val: np.ndarray
-
-    @property
-    def input_dim(self) -> int:
-        return self.x_train.shape[1]
-
-    @property
-    def output_dim(self) -> int:
-        return self.y_train.shape[1]
 
 
 @dataclass
@@ -84,11 +69,6 @@ class History:
         for name in METRICS:
             self.metrics[name].append(float(row[name]))
         return True
-
-
-def binary_targets(y: np.ndarray) -> np.ndarray:
-    """Targets as a column (n, 1) so losses see the same shape as the sigmoid output."""
-    return y.reshape(-1, 1).astype(np.float32) if y.ndim == 1 else y.astype(np.float32)
 
 
 def epoch_orders(n: int, epochs: int, shuffle: bool, rng: np.random.Generator) -> np.ndarray:
@@ -144,7 +124,15 @@ class FitTrainer:
         self.params, self.spec = params, ModelSpec.of(params, input_dim, output_dim)
         self.model: keras.Model | None = None
 
-    def train(self, data: FitData, seed: int, progress: ProgressFn | None = None) -> History:
+    def train(
+        self,
+        data: FitData,
+        seed: int,
+        progress: ProgressFn | None = None,
+        cancel: threading.Event | None = None,
+    ) -> History:
+        if cancel is not None and cancel.is_set():
+            raise RuntimeError("training cancelled")
         keras.utils.set_random_seed(seed)
         self.model = build_model(self.spec)
         return fit_model(self.model, self.params, data, seed, progress)
@@ -284,6 +272,62 @@ def graph_loop(tf, count, body, state, unroll: int = 0):
     return state
 
 
+def epochs_program(tf, n_epochs, train, validate, zeros, penalty, sizes, unroll: int = 0, axis: int = 0):
+    """The compiled chunk of both compiled engines (per-run and stacked): ``n_epochs`` epochs, in the graph.
+
+    An epoch runs the training batches (``train = (count, step(epoch, batch, sums))``), then the
+    validation batches (``validate = (count, step(batch, sums))``), each summing (loss, correct) from
+    ``zeros()``, and writes the row ``METRICS`` lists: loss and accuracy over the training rows, the
+    validation loss plus the penalty at the epoch's end, validation accuracy, the penalty. ``sizes()``
+    gives (training rows, validation rows). Only the steps (the model's forward pass, its weights'
+    shapes) differ between the engines; a stacked engine's sums carry a leading run axis (its rows:
+    ``axis=1``, epoch x run x metric).
+    """
+    n_batches, train_step = train
+    n_val_batches, val_step = validate
+
+    def epoch_step(epoch, rows):
+        # Zeros made inside the body are constants Grappler folds away: with one batch per epoch
+        # the epoch's loss is then that batch's loss exactly, not loss * size / size.
+        start = zeros()
+        loss_sum, correct_sum = graph_loop(
+            tf, n_batches, lambda batch, sums: train_step(epoch, batch, sums), (start, start), unroll
+        )
+        val_loss_sum, val_correct = graph_loop(tf, n_val_batches, val_step, (start, start), unroll)
+        reg = penalty()
+        n_train, n_val = sizes()
+        row = [loss_sum / n_train, correct_sum / n_train, val_loss_sum / n_val + reg]
+        return rows.write(epoch, tf.stack([*row, val_correct / n_val, reg], axis=axis))
+
+    return graph_loop(tf, n_epochs, epoch_step, tf.TensorArray(tf.float32, size=n_epochs)).stack()
+
+
+def in_chunks(
+    epochs: int,
+    chunk_seconds: float,
+    run_chunk: Callable[[int, int], np.ndarray],
+    take: Callable[[int, np.ndarray], bool],
+    cancel: threading.Event | None = None,
+) -> None:
+    """The host side of both compiled engines: run the epochs in compiled chunks of about ``chunk_seconds``.
+
+    ``run_chunk(first_epoch, count)`` returns the chunk's rows (one per epoch); ``take(epochs_done, rows)``
+    records them and returns False to stop early (every run diverged). Stops between chunks once
+    ``cancel`` is set (a run training side by side failed).
+    """
+    epoch, chunk = 0, 1
+    while epoch < epochs:
+        if cancel is not None and cancel.is_set():
+            raise RuntimeError("training cancelled")
+        started = time.perf_counter()
+        rows = run_chunk(epoch, chunk)
+        elapsed = time.perf_counter() - started
+        epoch += len(rows)
+        if not take(epoch, rows):
+            return
+        chunk = next_chunk(chunk_seconds, elapsed, len(rows), epochs - epoch)
+
+
 def tensorflow_backend():
     """The ``tensorflow`` module, or a clear error when Keras runs on another backend."""
     if keras.backend.backend() != "tensorflow":
@@ -385,39 +429,37 @@ class CompiledTrainer:
         n_val_batches = (n_val + val_batch - 1) // val_batch
         variables = self.model.trainable_variables
 
-        def epoch_step(epoch, rows):
-            def train_step(batch, sums):
-                index = orders[epoch, batch * batch_size : (batch + 1) * batch_size]
-                y_batch = tf.gather(y_train, index)
-                order = None
-                if self._host_order:
-                    at = epoch * n_batches + batch
-                    order = by_column[by_column_offsets[at] : by_column_offsets[at + 1]]
-                with tf.GradientTape() as tape:
-                    predictions = self._predict(x_train, index, training=True, by_column=order)
-                    loss = tf.reduce_mean(self._loss(y_batch, predictions)) + self._penalty()
-                gradients = tape.gradient(loss, variables)
-                self.optimizer.apply(gradients, variables)
-                size = tf.cast(tf.shape(index)[0], tf.float32)
-                return sums[0] + loss * size, sums[1] + tf.reduce_sum(self._correct(y_batch, predictions))
+        def train_step(epoch, batch, sums):
+            index = orders[epoch, batch * batch_size : (batch + 1) * batch_size]
+            y_batch = tf.gather(y_train, index)
+            order = None
+            if self._host_order:
+                at = epoch * n_batches + batch
+                order = by_column[by_column_offsets[at] : by_column_offsets[at + 1]]
+            with tf.GradientTape() as tape:
+                predictions = self._predict(x_train, index, training=True, by_column=order)
+                loss = tf.reduce_mean(self._loss(y_batch, predictions)) + self._penalty()
+            gradients = tape.gradient(loss, variables)
+            self.optimizer.apply(gradients, variables)
+            size = tf.cast(tf.shape(index)[0], tf.float32)
+            return sums[0] + loss * size, sums[1] + tf.reduce_sum(self._correct(y_batch, predictions))
 
-            def val_step(batch, sums):
-                index = tf.range(batch * val_batch, tf.minimum((batch + 1) * val_batch, n_val))
-                y_batch = tf.gather(y_val, index)
-                predictions = self._predict(x_val, index, training=False)
-                loss = tf.reduce_sum(self._loss(y_batch, predictions))
-                return sums[0] + loss, sums[1] + tf.reduce_sum(self._correct(y_batch, predictions))
+        def val_step(batch, sums):
+            index = tf.range(batch * val_batch, tf.minimum((batch + 1) * val_batch, n_val))
+            y_batch = tf.gather(y_val, index)
+            predictions = self._predict(x_val, index, training=False)
+            loss = tf.reduce_sum(self._loss(y_batch, predictions))
+            return sums[0] + loss, sums[1] + tf.reduce_sum(self._correct(y_batch, predictions))
 
-            zero = tf.constant(0.0)
-            loss_sum, correct_sum = graph_loop(tf, n_batches, train_step, (zero, zero))
-            val_loss_sum, val_correct = graph_loop(tf, n_val_batches, val_step, (zero, zero))
-            penalty = self._penalty()
-            n_train_f, n_val_f = tf.cast(n_train, tf.float32), tf.cast(n_val, tf.float32)
-            row = [loss_sum / n_train_f, correct_sum / n_train_f, val_loss_sum / n_val_f + penalty]
-            return rows.write(epoch, tf.stack([*row, val_correct / n_val_f, penalty]))
-
-        n_epochs = tf.shape(orders)[0]
-        return graph_loop(tf, n_epochs, epoch_step, tf.TensorArray(tf.float32, size=n_epochs)).stack()
+        return epochs_program(
+            tf,
+            tf.shape(orders)[0],
+            (n_batches, train_step),
+            (n_val_batches, val_step),
+            zeros=lambda: tf.constant(0.0),
+            penalty=self._penalty,
+            sizes=lambda: (tf.cast(n_train, tf.float32), tf.cast(n_val, tf.float32)),
+        )
 
     def trace(self) -> None:
         """Trace the compiled chunk now (from its input signature, without running it)."""
@@ -459,28 +501,26 @@ class CompiledTrainer:
         inputs = (self._tensor(data.x_train), data.y_train, self._tensor(data.x_val), data.y_val)
         history = History()
         started = time.perf_counter()
-        epoch, chunk = 0, 1
-        while epoch < params.epochs:
-            if cancel is not None and cancel.is_set():
-                raise RuntimeError("training cancelled")
-            chunk_started = time.perf_counter()
-            chunk_orders = orders[epoch : epoch + chunk]
+
+        def run_chunk(epoch: int, count: int) -> np.ndarray:
+            chunk_orders = orders[epoch : epoch + count]
             by_column = (
                 column_order(data.x_train, chunk_orders, params.batch_size)
                 if self._host_order
                 else (np.zeros(0, np.int32), np.zeros(1, np.int64))
             )
-            rows = self._run_chunk(*inputs, chunk_orders, *by_column).numpy()
-            elapsed = time.perf_counter() - chunk_started
+            return self._run_chunk(*inputs, chunk_orders, *by_column).numpy()
+
+        def take(epoch: int, rows: np.ndarray) -> bool:
             for row in rows:
-                epoch += 1
                 logs = dict(zip(METRICS, row.tolist(), strict=True))
                 if not history.append(logs):
-                    history.seconds = time.perf_counter() - started
-                    return history
+                    return False
             if progress is not None:
                 progress(epoch, logs)
-            chunk = next_chunk(self.chunk_seconds, elapsed, len(rows), params.epochs - epoch)
+            return True
+
+        in_chunks(params.epochs, self.chunk_seconds, run_chunk, take, cancel)
         history.seconds = time.perf_counter() - started
         return history
 

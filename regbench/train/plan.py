@@ -1,22 +1,14 @@
-"""Which runs a train stage makes, on which rows, and which engine trains them.
+"""Which runs a train stage makes, and on which rows.
 
-A variant's runs are its members x repeats (seeds) x CV folds. ``run_specs`` lays
-them out with their data; ``train_all`` hands them to an engine: the stacked
-engine (``stacked.train_jobs``) when every run can share one program and the
-stacked engine implements every setting, else one trainer per member
-(``engine.make_trainer``), reused across its repeats and folds.
+A variant's runs are its members x repeats (seeds) x CV folds. ``plan_runs`` lays them out
+as ``run.Run`` objects with their rows of the prepared data; how they are trained (stacked
+or one at a time, here or on Ray) is the executor's choice (``executor.plan_units``).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import logging
 import math
-import os
-import threading
-import time
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -24,15 +16,7 @@ import numpy as np
 from regbench.config import ExperimentParams, Member, Params, VariantParams
 from regbench.data import datasets
 from regbench.data.sparse import BinaryCsr
-from regbench.schema import flatten, to_plain
-from regbench.train import records
-from regbench.train.engine import FitData, binary_targets, make_trainer, one_thread_per_op, side_by_side
-from regbench.train.progress import Progress
-from regbench.train.records import RunResult
-from regbench.train.stacked import Job, evaluation_sets, train_jobs, unsupported
-from regbench.train.tracking import ChildRuns
-
-log = logging.getLogger(__name__)
+from regbench.train.run import FitData, Run, binary_targets
 
 
 def effective_params(member: VariantParams, params: Params) -> VariantParams:
@@ -86,223 +70,26 @@ def split(
     return FitData(x_train, y_train, x_val, y_val), test
 
 
-def run_seed(seed: int, fold: int | None) -> int:
-    """Each fold of a repeat gets its own initial weights; fold None keeps the repeat's seed."""
-    return seed if fold is None else seed * 100 + fold
-
-
 def cv_folds(experiment: ExperimentParams, data) -> list[int | None]:
     """The folds each repeat trains on: every CV fold of the prepared data, or [None] (one run per repeat)."""
     return list(range(int(data.manifest["folds"]))) if experiment.defaults.validation == "cv" else [None]
 
 
-@dataclass
-class RunSpec:
-    """Where a job sits in the variant: member, repeat, seed and fold."""
-
-    member: Member
-    repeat: int
-    seed: int
-    fold: int | None
-    label: str
-    job: Job
-
-
-def run_specs(params: Params, seeds: tuple[int, ...], members: list[Member], data, folds) -> list[RunSpec]:
-    specs = []
+def plan_runs(params: Params, seeds: tuple[int, ...], members: list[Member], data, folds) -> list[Run]:
+    """Every run of the variant, member by member, repeat by repeat, fold by fold, with its rows."""
+    runs = []
     for member in members:
         for repeat, seed in enumerate(seeds):
             for fold in folds:
                 label = f"{member.label} repeat {repeat + 1}/{len(seeds)}" + (
                     f" fold {fold + 1}/{len(folds)}" if fold is not None else ""
                 )
-                job = make_job(data, member.params, seed, fold, params.train.max_train_samples)
-                specs.append(RunSpec(member, repeat, seed, fold, label, job))
-    return specs
+                run = Run(member.label, member.grid_value, member.params, repeat, seed, fold, label)
+                runs.append(attach_data(run, data, params.train.max_train_samples))
+    return runs
 
 
-def make_job(data, params: VariantParams, seed: int, fold: int | None, max_train_samples: int | None) -> Job:
-    """One run's job: its rows of the prepared data, its seed and settings (a Ray worker rebuilds it the same way)."""
-    fit_data, test = split(data, params, fold, max_train_samples, seed)
-    return Job(fit_data, run_seed(seed, fold), params, test)
-
-
-def train_single(trainer, job: Job, progress: Progress | None):
-    """Train one run with a per-run trainer; its history and, when it did not diverge, its evaluations."""
-    history = trainer.train(job.data, job.seed, progress)
-    return history, _evaluate(trainer, job, history)
-
-
-def _evaluate(trainer, job: Job, history) -> dict[str, float]:
-    """Inference-mode metrics on the run's evaluation sets, when it did not diverge."""
-    evaluations = {}
-    if history.status == "ok":
-        for prefix, arrays in evaluation_sets(job).items():
-            metrics = trainer.final_metrics(*arrays)
-            evaluations.update({f"{prefix}_{k}": v for k, v in metrics.items()})
-    return evaluations
-
-
-class _Collector:
-    """Gathers each finished run's result, and keeps its MLflow child run and the progress line in step."""
-
-    def __init__(self, specs: list[RunSpec], children: ChildRuns, progress: Progress, stage: str):
-        self.specs, self.children, self.progress, self.stage = specs, children, progress, stage
-        self.results: dict[int, RunResult] = {}
-
-    def open(self, index: int) -> str | None:
-        spec = self.specs[index]
-        settings = {"grid_value": spec.member.grid_value, **flatten(to_plain(spec.member.params))}
-        return self.children.open(index, spec.member.label, spec.repeat, spec.seed, spec.fold, settings)
-
-    def done(self, index: int, history, evaluations: dict[str, float]) -> None:
-        spec = self.specs[index]
-        run_id = self.open(index)
-        # The engines stop a run at a NaN; a finite blow-up is judged here, before anything records the run.
-        records.mark_divergence(history, spec.job.data.output_dim)
-        if history.status == "diverged":
-            why = records.divergence_reason(history.status, history.diverged_epoch, history.epochs)
-            log.warning("%s %s diverged (%s); the other runs go on", self.stage, spec.label, why)
-        self.children.close(index, history, evaluations)
-        member = spec.member
-        self.results[index] = RunResult(
-            member.label, member.grid_value, spec.repeat, spec.seed, spec.fold, history, evaluations, run_id
-        )
-        self.progress.run_done()
-
-
-def train_all(
-    params: Params,
-    specs: list[RunSpec],
-    data,
-    children: ChildRuns,
-    progress: Progress,
-    stage: str,
-    executor_record: dict[str, Any] | None = None,
-) -> list[RunResult]:
-    """Train every run with the engine ``params.train.engine`` names; results in ``specs`` order.
-
-    ``executor_record`` (when given) receives what the executor reports about where the runs trained.
-    """
-    if not specs:
-        return []  # nothing to train: every run of the stage was read back from its run store
-    collector = _Collector(specs, children, progress, stage)
-    try:
-        if params.train.executor == "ray":
-            # Imported here: Ray is only loaded by stages that use it.
-            from regbench.train.executor import train_on_ray
-
-            record = train_on_ray(params, specs, data, collector, progress, stage)
-        else:
-            _dispatch(params, specs, data, collector, progress, stage)
-            record = {"kind": "local"}
-        if executor_record is not None:
-            executor_record.update(record)
-    except BaseException as error:
-        children.abort(error)
-        raise
-    return [collector.results[index] for index in range(len(specs))]
-
-
-def _dispatch(params: Params, specs: list[RunSpec], data, collector: _Collector, progress: Progress, stage) -> None:
-    sparse = isinstance(data["x_train"], BinaryCsr)
-    input_dim = data["x_train"].shape[1]
-    output_dim = 1 if data["y_train"].ndim == 1 else data["y_train"].shape[1]
-    jobs = [spec.job for spec in specs]
-    if params.train.engine == "compiled":
-        reason = unsupported(jobs)
-        if reason is None:
-
-            def progress_for(indices: list[int]):
-                first = specs[indices[0]]
-                progress.begin(
-                    f"{first.member.label}: {len(indices)} runs together", first.job.params.epochs, len(indices)
-                )
-                return progress
-
-            train_jobs(
-                jobs,
-                input_dim,
-                output_dim,
-                params.train.chunk_seconds,
-                progress_for,
-                collector.done,
-                parts=params.train.stack_parts,
-            )
-            return
-        log.info("%s: runs train one at a time, not stacked: %s", stage, reason)
-    workers = min(params.train.stack_parts, len(specs), usable_cores())
-    if params.train.engine == "compiled" and workers > 1:
-        _side_by_side(params, specs, collector, progress, workers, (input_dim, output_dim, sparse))
-        return
-    trainer, trainer_member = None, None
-    for index, spec in enumerate(specs):
-        if spec.member is not trainer_member:
-            # One trainer per member: the compiled engine is traced once and reused across repeats and folds.
-            trainer_member = spec.member
-            trainer = make_trainer(
-                params.train.engine, spec.job.params, input_dim, output_dim, sparse, params.train.chunk_seconds
-            )
-        progress.begin(spec.label, spec.job.params.epochs)
-        collector.open(index)
-        history, evaluations = train_single(trainer, spec.job, progress)
-        collector.done(index, history, evaluations)
-
-
-def usable_cores() -> int:
-    """The cores this process may run on (its CPU affinity, e.g. under taskset or a container limit)."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-
-
-def _side_by_side(
-    params: Params, specs: list[RunSpec], collector: _Collector, progress: Progress, workers: int, shapes
-) -> None:
-    """Train the runs one at a time per worker thread, ``workers`` at once, one thread per op each.
-
-    A per-run trainer keeps about one core busy: its ops run one after another, and the widest
-    (imdb-bigger's segment sums) use one thread. Measured on 2 cores, imdb-bigger took 2.2 s per
-    epoch with one thread per op, 3.0 s with TensorFlow's pool, and identical histories either way
-    (tests/test_models_engine.py checks the threads do not change a run's bits). Each worker keeps
-    one trainer per member, traced once; resets take the engine's lock on Keras' random state, so a
-    run's initial weights depend on its own seed only.
-    """
-    one_thread_per_op()
-    input_dim, output_dim, sparse = shapes
-    lock = threading.Lock()
-    pending = list(range(len(specs)))
-    walls: dict[int, float] = {}
-
-    def next_index(cancel: threading.Event) -> int | None:
-        with lock:
-            return pending.pop(0) if pending and not cancel.is_set() else None
-
-    def work(worker: int, cancel: threading.Event) -> None:
-        trainers: dict[int, Any] = {}
-        while (index := next_index(cancel)) is not None:
-            spec = specs[index]
-            trainer = trainers.get(id(spec.member))
-            if trainer is None:
-                trainer = make_trainer(
-                    "compiled", spec.job.params, input_dim, output_dim, sparse, params.train.chunk_seconds
-                )
-                trainer.trace()
-                trainers[id(spec.member)] = trainer
-            reporter = None
-            with lock:
-                collector.open(index)
-                if worker == 0:
-                    progress.begin(f"{spec.label} ({workers} runs side by side)", spec.job.params.epochs, workers)
-                    reporter = progress
-            started = time.perf_counter()
-            history = trainer.train(spec.job.data, spec.job.seed, reporter, cancel)
-            evaluations = _evaluate(trainer, spec.job, history)
-            with lock:
-                walls[index] = time.perf_counter() - started
-                collector.done(index, history, evaluations)
-
-    started = time.perf_counter()
-    side_by_side([functools.partial(work, worker) for worker in range(workers)], workers)
-    # A run's seconds: its share of the wall time, so the stage's training seconds add up to the wall time.
-    scale = (time.perf_counter() - started) / max(sum(walls.values()), 1e-9)
-    for index, result in collector.results.items():
-        result.history.seconds = walls[index] * scale
+def attach_data(run: Run, data, max_train_samples: int | None) -> Run:
+    """The run with its rows of the prepared data (a Ray worker rebuilds them the same way)."""
+    fit_data, test = split(data, run.params, run.fold, max_train_samples, run.seed)
+    return dataclasses.replace(run, data=fit_data, test=test)

@@ -66,25 +66,13 @@ DIVERGENCE_RULE = (
 
 
 @dataclass
-class RunResult:
-    """What training one run produced, before it is written."""
+class RunRecord:
+    """One run as the readers of histories.csv and runs.json see it: its per-epoch curves and final values.
 
-    member: str
-    grid_value: float | None
-    repeat: int
-    seed: int
-    fold: int | None
-    # engine.History (not imported: the claims and report stages read records without the engines).
-    history: Any
-    # Inference-mode metrics after the last epoch: ``train_eval_*`` on the training rows (what the
-    # tutorials' model.evaluate(trainX) prints) and ``test_*`` on a separate test set if there is one.
-    evaluations: dict[str, float]
-    run_id: str | None = None
-
-
-@dataclass
-class Run:
-    """One run as every reader sees it: its per-epoch curves and its final values."""
+    The read side of a ``run.Run``, and honestly another thing: what the files keep (curves at the
+    7 digits of histories.csv, the final values of runs.json), without the settings, rows or engine
+    history a run is trained with. The claims and report stages read only this, without the training code.
+    """
 
     member: str
     repeat: int
@@ -95,6 +83,10 @@ class Run:
     grid_value: float | None = None
     seed: int | None = None
     record: dict[str, Any] = field(default_factory=dict)
+
+
+# The name the claims and report layers import (regbench.claims.judge, regbench.report.build).
+Run = RunRecord
 
 
 # --- divergence ----------------------------------------------------------------------
@@ -145,8 +137,8 @@ def diverged_repeats(runs: Sequence[Run], member: str | None = None) -> dict[int
 # --- from training to records ------------------------------------------------------
 
 
-def final_values(result: RunResult) -> dict[str, float]:
-    """Last-epoch metrics, the best validation epoch and the inference-mode evaluations of one run."""
+def final_values(result) -> dict[str, float]:
+    """Last-epoch metrics, the best validation epoch and the inference-mode evaluations of a trained ``run.Run``."""
     metrics = result.history.metrics
     if not metrics["loss"]:
         return {}
@@ -164,8 +156,8 @@ def final_values(result: RunResult) -> dict[str, float]:
     return final
 
 
-def run_record(result: RunResult) -> dict[str, Any]:
-    """The run's runs.json record."""
+def run_record(result) -> dict[str, Any]:
+    """A trained ``run.Run``'s runs.json record."""
     history = result.history
     return {
         "member": result.member,
@@ -182,9 +174,9 @@ def run_record(result: RunResult) -> dict[str, Any]:
     }
 
 
-def _run(record: dict[str, Any], curves: dict[str, np.ndarray]) -> Run:
+def _run(record: dict[str, Any], curves: dict[str, np.ndarray]) -> RunRecord:
     finals = {k: float(v) for k, v in record.items() if k not in RUN_FIELDS and v is not None}
-    return Run(
+    return RunRecord(
         record["member"],
         record["repeat"],
         record["fold"],
@@ -197,8 +189,8 @@ def _run(record: dict[str, Any], curves: dict[str, np.ndarray]) -> Run:
     )
 
 
-def to_runs(results: Sequence[RunResult]) -> list[Run]:
-    """The results as the readers of the written files will see them."""
+def to_runs(results: Sequence) -> list[RunRecord]:
+    """Trained ``run.Run`` objects as the readers of the written files will see them."""
     return [_run(run_record(r), {m: np.asarray(r.history.metrics[m], float) for m in EPOCH_METRICS}) for r in results]
 
 

@@ -26,7 +26,6 @@ import math
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -34,18 +33,18 @@ import numpy as np
 from regbench.config import VariantParams
 from regbench.train.engine import (
     METRICS,
-    FitData,
     History,
     ProgressFn,
     correct_predictions,
     epoch_orders,
-    graph_loop,
-    next_chunk,
+    epochs_program,
+    in_chunks,
     one_thread_per_op,
     side_by_side,
     tensorflow_backend,
 )
 from regbench.train.models import ModelSpec, build_model, build_optimizer
+from regbench.train.run import Run
 
 # Batch loops of up to this many steps are written out (see engine.graph_loop).
 UNROLL_STEPS = 2
@@ -78,22 +77,12 @@ DROPOUT_STREAM = 0x64726F70
 ELEMENTWISE_OPTIMIZERS = frozenset({"sgd", "adam", "rmsprop"})
 
 
-@dataclass
-class Job:
-    """One run: its data, seed and (for grid members) its own dropout rates."""
-
-    data: FitData
-    seed: int
-    params: VariantParams
-    test: tuple[np.ndarray, np.ndarray] | None = None
-
-
 def dropout_key(seed: int) -> int:
-    """The key of a run's own dropout stream, from its seed alone (``schedule.run_seed``: repeat and fold)."""
+    """The key of a run's own dropout stream, from its seed alone (``Run.training_seed``: repeat and fold)."""
     return int(np.random.SeedSequence([seed, DROPOUT_STREAM]).generate_state(1, np.uint32)[0])
 
 
-def group_key(job: Job) -> tuple:
+def group_key(job: Run) -> tuple:
     """Jobs with equal keys can share one stacked program: same architecture, optimizer and shapes.
 
     Dropout rates may differ (they are per-run inputs); the number of training
@@ -107,18 +96,6 @@ def group_key(job: Job) -> tuple:
         job.data.x_train.shape[1],
         job.data.y_train.shape[1],
     )
-
-
-def evaluation_sets(job: Job) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """The sets a finished run is evaluated on in inference mode, by metric prefix.
-
-    ``train_eval``: its own training rows (what the tutorials' model.evaluate(trainX) prints);
-    ``test``: the separate test set, where the experiment has one.
-    """
-    sets = {"train_eval": (job.data.x_train, job.data.y_train)}
-    if job.test is not None:
-        sets["test"] = job.test
-    return sets
 
 
 def _same(arrays: Sequence[np.ndarray]) -> bool:
@@ -266,52 +243,51 @@ class StackedTrainer:
         n_val_batches = math.ceil(self.n_val / val_batch)
         rates = (input_rate, hidden_rate)
 
-        def epoch_step(epoch, rows):
-            def train_step(batch, sums):
-                index = orders[epoch, :, batch * batch_size : (batch + 1) * batch_size]
-                x_batch, y_batch = tf.gather(x_pool, index), tf.gather(y_pool, index)
-                step = tf.cast((first_epoch + epoch) * n_batches + batch, tf.int64)
-                with tf.GradientTape() as tape:
-                    predictions = self._forward(x_batch, True, rates, keys, step)
-                    losses = tf.reduce_mean(self._loss(y_batch, predictions), axis=1) + self._penalty()
-                    total = tf.reduce_sum(losses)
-                gradients = tape.gradient(total, self.variables)
-                self.optimizer.apply(gradients, self.variables)
-                if self._max_norm is not None:
-                    for kernel in self.kernels[:-1]:
-                        kernel.assign(self._max_norm(kernel))
-                size = tf.cast(tf.shape(index)[1], tf.float32)
-                correct = tf.reduce_sum(self._correct(y_batch, predictions), axis=1)
-                return sums[0] + losses * size, sums[1] + correct
+        def train_step(epoch, batch, sums):
+            index = orders[epoch, :, batch * batch_size : (batch + 1) * batch_size]
+            x_batch, y_batch = tf.gather(x_pool, index), tf.gather(y_pool, index)
+            step = tf.cast((first_epoch + epoch) * n_batches + batch, tf.int64)
+            with tf.GradientTape() as tape:
+                predictions = self._forward(x_batch, True, rates, keys, step)
+                losses = tf.reduce_mean(self._loss(y_batch, predictions), axis=1) + self._penalty()
+                total = tf.reduce_sum(losses)
+            gradients = tape.gradient(total, self.variables)
+            self.optimizer.apply(gradients, self.variables)
+            if self._max_norm is not None:
+                for kernel in self.kernels[:-1]:
+                    kernel.assign(self._max_norm(kernel))
+            size = tf.cast(tf.shape(index)[1], tf.float32)
+            correct = tf.reduce_sum(self._correct(y_batch, predictions), axis=1)
+            return sums[0] + losses * size, sums[1] + correct
 
-            def val_step(batch, sums):
-                index = val_rows[:, batch * val_batch : (batch + 1) * val_batch]
-                y_batch = tf.gather(yv_pool, index)
-                predictions = self._forward(tf.gather(xv_pool, index), False)
-                losses = tf.reduce_sum(self._loss(y_batch, predictions), axis=1)
-                return sums[0] + losses, sums[1] + tf.reduce_sum(self._correct(y_batch, predictions), axis=1)
+        def val_step(batch, sums):
+            index = val_rows[:, batch * val_batch : (batch + 1) * val_batch]
+            y_batch = tf.gather(yv_pool, index)
+            predictions = self._forward(tf.gather(xv_pool, index), False)
+            losses = tf.reduce_sum(self._loss(y_batch, predictions), axis=1)
+            return sums[0] + losses, sums[1] + tf.reduce_sum(self._correct(y_batch, predictions), axis=1)
 
-            # Zeros made inside the body are constants Grappler folds away: with one batch per epoch
-            # the epoch's loss is then that batch's loss exactly, not loss * size / size.
-            zeros = tf.zeros([self.slots])
-            loss_sum, correct_sum = graph_loop(tf, n_batches, train_step, (zeros, zeros), UNROLL_STEPS)
-            val_loss_sum, val_correct = graph_loop(tf, n_val_batches, val_step, (zeros, zeros), UNROLL_STEPS)
-            penalty = self._penalty()
-            row = [loss_sum / self.n_train, correct_sum / self.n_train, val_loss_sum / self.n_val + penalty]
-            return rows.write(epoch, tf.stack([*row, val_correct / self.n_val, penalty], axis=1))
-
-        n_epochs = tf.shape(orders)[0]
-        return graph_loop(tf, n_epochs, epoch_step, tf.TensorArray(tf.float32, size=n_epochs)).stack()
+        return epochs_program(
+            tf,
+            tf.shape(orders)[0],
+            (n_batches, train_step),
+            (n_val_batches, val_step),
+            zeros=lambda: tf.zeros([self.slots]),
+            penalty=self._penalty,
+            sizes=lambda: (self.n_train, self.n_val),
+            unroll=UNROLL_STEPS,
+            axis=1,
+        )
 
     # --- running jobs ------------------------------------------------------------
 
-    def reset(self, jobs: Sequence[Job]) -> None:
+    def reset(self, jobs: Sequence[Run]) -> None:
         """Each run starts from the weights ``build_model`` gives its own spec and seed; fresh optimizer state."""
         initial = []
         for job in _padded(jobs):
             # The run's own model, dropout layers included: creating them draws from the seeded
             # generators, so leaving them out would change the Dense layers' initial weights.
-            keras.utils.set_random_seed(job.seed)
+            keras.utils.set_random_seed(job.training_seed)
             model = build_model(ModelSpec.of(job.params, self.input_dim, self.output_dim))
             dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
             if len(model.trainable_weights) != len(self.variables):
@@ -336,7 +312,7 @@ class StackedTrainer:
         shapes = [shape for a, b in zip(real[:-1], real[1:], strict=True) for shape in ((a, b), (b,))]
         return [variable.numpy()[_in_slot(run, shape)] for variable, shape in zip(self.variables, shapes, strict=True)]
 
-    def train(self, jobs: Sequence[Job], progress: ProgressFn | None = None) -> list[History]:
+    def train(self, jobs: Sequence[Run], progress: ProgressFn | None = None) -> list[History]:
         """Reset to the jobs' initial weights, then train them."""
         self.reset(jobs)
         started = time.perf_counter()
@@ -351,7 +327,7 @@ class StackedTrainer:
         self._run_chunk.get_concrete_function()
 
     def fit(
-        self, jobs: Sequence[Job], progress: ProgressFn | None = None, cancel: threading.Event | None = None
+        self, jobs: Sequence[Run], progress: ProgressFn | None = None, cancel: threading.Event | None = None
     ) -> list[History]:
         """Train from the current weights (see ``reset``); stops between chunks once ``cancel`` is set.
 
@@ -367,7 +343,8 @@ class StackedTrainer:
         n_train, n_val = self.n_train, self.n_val
         orders = np.stack(
             [
-                epoch_orders(n_train, params.epochs, params.shuffle, np.random.default_rng([job.seed, 1])) + offset
+                epoch_orders(n_train, params.epochs, params.shuffle, np.random.default_rng([job.training_seed, 1]))
+                + offset
                 for job, offset in zip(jobs, x_offsets, strict=True)
             ],
             axis=1,
@@ -377,34 +354,33 @@ class StackedTrainer:
             tf.constant([getattr(job.params, name) for job in jobs], tf.float32)
             for name in ("input_dropout", "hidden_dropout")
         ]
-        keys = tf.constant([dropout_key(job.seed) for job in jobs], tf.int64)
+        keys = tf.constant([dropout_key(job.training_seed) for job in jobs], tf.int64)
         inputs = [tf.constant(a, tf.float32) for a in (x_pool, y_pool)]
         val_inputs = [tf.constant(a, tf.float32) for a in (xv_pool, yv_pool)]
         histories = [History() for _ in range(runs)]
         alive = np.ones(runs, bool)
-        epoch, chunk = 0, 1
-        while epoch < params.epochs and alive.any():
-            if cancel is not None and cancel.is_set():
-                raise RuntimeError("training cancelled")
-            chunk_started = time.perf_counter()
-            rows = self._run_chunk(
+
+        def run_chunk(epoch: int, count: int) -> np.ndarray:
+            return self._run_chunk(
                 *inputs,
-                tf.constant(orders[epoch : epoch + chunk]),
+                tf.constant(orders[epoch : epoch + count]),
                 *val_inputs,
                 tf.constant(val_rows),
                 *rates,
                 keys,
                 tf.constant(epoch, tf.int32),
             ).numpy()[:, :runs]
-            elapsed = time.perf_counter() - chunk_started
+
+        def take(epoch: int, rows: np.ndarray) -> bool:
             for block in rows:
                 for run, values in enumerate(block):
                     if alive[run]:
                         alive[run] = histories[run].append(dict(zip(METRICS, values.tolist(), strict=True)))
-            epoch += len(rows)
             if progress is not None and alive.any():
                 progress(epoch, {m: float(np.mean(rows[-1, alive, i])) for i, m in enumerate(METRICS)})
-            chunk = next_chunk(self.chunk_seconds, elapsed, len(rows), params.epochs - epoch)
+            return bool(alive.any())
+
+        in_chunks(params.epochs, self.chunk_seconds, run_chunk, take, cancel)
         return histories
 
     def evaluate(self, xs: Sequence[np.ndarray], ys: Sequence[np.ndarray]) -> list[dict[str, float]]:
@@ -440,35 +416,37 @@ def _in_slot(run: int, shape: tuple[int, ...]) -> tuple:
     return (run, *(slice(0, n) for n in shape))
 
 
-def _padded(jobs: Sequence[Job]) -> list[Job]:
+def _padded(jobs: Sequence[Run]) -> list[Run]:
     """The jobs and, in the spare slot (see ``StackedTrainer.slots``), a copy of the last."""
     return [*jobs, jobs[-1]]
 
 
-def train_jobs(
-    jobs: Sequence[Job],
-    input_dim: int,
-    output_dim: int,
+def train_parts(
+    jobs: Sequence[Run],
+    parts: Sequence[Sequence[int]],
     chunk_seconds: float,
-    progress_for: Callable[[list[int]], ProgressFn | None],
+    progress: ProgressFn | None,
     on_done: Callable[[int, History, dict[str, float]], None],
-    parts: int = 1,
+    threads: int = 1,
 ) -> None:
-    """Train the jobs in stacked groups; ``on_done(job_index, history, evaluations)`` for each once all are trained.
+    """Train each part (run indices into ``jobs``, from ``plan_parts``) as one stacked program;
+    ``on_done(job_index, history, evaluations)`` for each run once all are trained.
 
-    Each group (see ``group_key``) is split into up to ``parts`` contiguous parts of at least
-    ``MIN_RUNS_PER_PART`` runs, and all parts (of all groups) train side by side in ``parts``
-    threads: one stacked program keeps about one core busy (its ops are too small to spread), and
-    the compiled chunks run without the GIL. Every run draws its own dropout masks and TensorFlow's
-    threading is chosen from the variant alone, so ``parts`` and the other runs in a stack change
-    the speed, never a run's history.
+    All parts train side by side in ``threads`` threads: one stacked program keeps about one core
+    busy (its ops are too small to spread), and the compiled chunks run without the GIL. Every run
+    draws its own dropout masks and TensorFlow's threading is chosen from the variant alone, so the
+    parts and the other runs in a stack change the speed, never a run's history.
 
     ``evaluations`` holds inference-mode ``train_eval_loss``/``train_eval_accuracy`` on the run's
-    training rows and, when the job has a test set, ``test_loss``/``test_accuracy``. ``progress_for(job_indices)``
-    gives the progress callback, which the first part reports to on behalf of all. A run's
-    ``History.seconds`` is its share of the wall time of training all of them.
+    training rows and, when the job has a test set, ``test_loss``/``test_accuracy``. The first part
+    reports ``progress`` on behalf of all. A run's ``History.seconds`` is its share of the wall time
+    of training all of them.
     """
-    split = plan_parts(jobs, parts)
+    reason = unsupported(jobs)
+    if reason is not None:
+        raise ValueError(f"the stacked engine cannot train these runs: {reason} (train them with engine.make_trainer)")
+    split = [list(part) for part in parts]
+    input_dim, output_dim = jobs[0].data.input_dim, jobs[0].data.output_dim
     # From one run's size, not the stack's: the thread pool can change how a matrix product sums, so
     # a choice that followed the number of seeds or parts would make a run's bits depend on them.
     if _step_flops(jobs[0].params, input_dim, output_dim, 1) < SMALL_STEP_FLOPS_PER_RUN:
@@ -491,7 +469,6 @@ def train_jobs(
         trainer.reset(members)
         trainer.trace()
         trainers.append((trainer, members))
-    progress = progress_for(list(range(len(jobs))))
     if len(trainers) == 1:
         results = [trainers[0][0].fit(trainers[0][1], progress)]
     else:
@@ -500,11 +477,11 @@ def train_jobs(
             functools.partial(trainer.fit, members, progress if number == 0 else None)
             for number, (trainer, members) in enumerate(trainers)
         ]
-        results = side_by_side(fits, parts)
+        results = side_by_side(fits, threads)
     seconds = (time.perf_counter() - started) / len(jobs)
     for indices, (trainer, members), histories in zip(split, trainers, results, strict=True):
         evaluations: list[dict[str, float]] = [{} for _ in members]
-        sets = [evaluation_sets(j) for j in members]
+        sets = [j.evaluation_sets() for j in members]
         for prefix in sets[0]:
             xs, ys = [s[prefix][0] for s in sets], [s[prefix][1] for s in sets]
             for run, metrics in enumerate(trainer.evaluate(xs, ys)):
@@ -515,7 +492,7 @@ def train_jobs(
             on_done(index, history, evaluation)
 
 
-def plan_parts(jobs: Sequence[Job], parts: int) -> list[list[int]]:
+def plan_parts(jobs: Sequence[Run], parts: int) -> list[list[int]]:
     """The job indices of each stacked part: every group (``group_key``) split into up to ``parts``
     contiguous parts of at least ``MIN_RUNS_PER_PART`` runs.
 
@@ -548,8 +525,14 @@ def refusal(params: VariantParams) -> str | None:
     return None
 
 
-def unsupported(jobs: Sequence[Job]) -> str | None:
-    """Why these jobs cannot train stacked (then they train one at a time), or None when they can."""
+def unsupported(jobs: Sequence[Run]) -> str | None:
+    """Why these runs cannot train stacked, or None when they can.
+
+    The executor then trains them one at a time with the per-run engine (``engine.CompiledTrainer``),
+    and says why in the log; ``train_parts`` refuses them with this reason. Refused today: IMDB's
+    multi-hot inputs (``BinaryCsr``: ``_pool`` stacks dense arrays, and a dense IMDB pool would
+    take 10,000 floats per review), and runs evaluated on different test sets.
+    """
     if any(not isinstance(job.data.x_train, np.ndarray) for job in jobs):
         return "sparse (multi-hot) inputs: the stacked engine takes dense arrays"
     tests = [job.test for job in jobs]

@@ -31,6 +31,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 
 from regbench.io import start_time
+from regbench.schema import flatten, to_plain
 from regbench.train.records import divergence_reason
 
 log = logging.getLogger(__name__)
@@ -361,6 +362,11 @@ def start_stage_run(tracker: Tracker, name: str, context: dict[str, str], varian
     return tracker.stage_run
 
 
+def run_settings(run) -> dict[str, Any]:
+    """A run's settings as child-run params: its grid value and every effective setting, flattened."""
+    return {"grid_value": run.grid_value, **flatten(to_plain(run.params))}
+
+
 class ChildRuns:
     """The MLflow child run of each run of a stage (member, repeat, fold): opened, filled and closed.
 
@@ -413,6 +419,18 @@ class ChildRuns:
             }
             self.tracker.set_tags(run_id, tags)
         self.tracker.end(run_id, status="FINISHED" if history.status == "ok" else "FAILED")
+
+    # As the train layer's RunObserver (regbench.train.run): the executor hands it each run.
+
+    def on_run_started(self, index: int, run) -> None:
+        self.open(index, run.member, run.repeat, run.seed, run.fold, run_settings(run))
+
+    def on_run_finished(self, index: int, run) -> None:
+        run.run_id = self.open(index, run.member, run.repeat, run.seed, run.fold, run_settings(run))
+        self.close(index, run.history, run.evaluations)
+
+    def on_failure(self, error: BaseException) -> None:
+        self.abort(error)
 
     def abort(self, error: BaseException) -> None:
         """Any error, not only a kill, must close the open child runs: RUNNING forever misleads the UI."""

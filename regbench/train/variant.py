@@ -1,11 +1,12 @@
 """Train every member, repeat and fold of one variant; write its records, metrics and manifest.
 
 ``train(params, run_name, out_dir)`` is what the DVC stage calls and what the
-tests call directly on a shrunk copy of the real params. The work is done in:
-``schedule`` (which runs, on which rows, by which engine), ``progress`` (the
-status line), ``tracking`` (MLflow parent and child runs) and ``records``
-(histories.csv, runs.json, the fold-then-repeat averages in metrics.json and
-curves.csv).
+tests call directly on a shrunk copy of the real params. One run (``run.Run``)
+flows through: ``plan`` makes the runs and their rows, ``runstore`` reads back
+those already trained, ``executor`` trains the others (stacked or one at a time,
+here or on Ray) while MLflow watches (``tracking.ChildRuns``, a ``RunObserver``),
+and ``records`` writes histories.csv, runs.json and the fold-then-repeat averages
+in metrics.json and curves.csv.
 """
 
 from __future__ import annotations
@@ -19,10 +20,11 @@ from regbench.config import ExperimentParams, Member, Params, Variant
 from regbench.data import datasets
 from regbench.io import write_json
 from regbench.schema import flatten, to_plain
-from regbench.train import provenance, records, runstore
-from regbench.train.plan import cv_folds, effective_params, run_specs, train_all
+from regbench.train import executor, provenance, records, runstore
+from regbench.train.plan import cv_folds, effective_params, plan_runs
 from regbench.train.plots import plot_learning_curves
 from regbench.train.progress import Progress
+from regbench.train.run import Run
 from regbench.train.tracking import ChildRuns, Tracker, start_stage_run, tracking_uri
 
 METRICS_FILE = "metrics.json"
@@ -45,12 +47,12 @@ def train(
     folds = cv_folds(experiment, data)
     members = [dataclasses.replace(m, params=effective_params(m.params, params)) for m in variant.members]
     seeds = experiment.seeds_of(variant.name)
-    specs = run_specs(params, seeds, members, data, folds)
-    identities = _identities(params, experiment.name, specs, data.manifest["content_digest"])
+    runs = plan_runs(params, seeds, members, data, folds)
+    identities = _identities(params, experiment.name, runs, data.manifest["content_digest"])
     keys = [runstore.key(identity) for identity in identities]
     stored = runstore.load(reuse_from, keys) if reuse_from is not None else {}
     to_train = [index for index, run_key in enumerate(keys) if run_key not in stored]
-    reused = len(specs) - len(to_train)
+    reused = len(runs) - len(to_train)
     progress = Progress(stage, len(to_train))
     context = {
         "stage": stage,
@@ -70,29 +72,30 @@ def train(
             **flatten(to_plain(members[0].params)),
         }
         parent = start_stage_run(tracker, run_name, context, variant.name, settings)
-    children = ChildRuns(tracker, parent, context, params.train.mlflow_max_steps)
-    executor: dict[str, Any] = {}
+    # MLflow watches the runs it logs; without a tracker nothing does (and runs.json has no MLflow run ids).
+    observers = [ChildRuns(tracker, parent, context, params.train.mlflow_max_steps)] if tracker is not None else []
+    trained = [runs[i] for i in to_train]
     try:
-        trained = train_all(params, [specs[i] for i in to_train], data, children, progress, stage, executor)
+        where = executor.train(params, trained, data, progress, stage, observers)
     finally:
         progress.close()
-    for index, result in zip(to_train, trained, strict=True):
-        stored[keys[index]] = runstore.entry(identities[index], result.history, result.evaluations, result.run_id)
+    for index, run in zip(to_train, trained, strict=True):
+        stored[keys[index]] = runstore.entry(identities[index], run.history, run.evaluations, run.run_id)
     out_dir.mkdir(parents=True, exist_ok=True)
     runstore.write(out_dir, {run_key: stored[run_key] for run_key in keys})
     # Every run, new or reused, is read back the same way: both give the same bytes downstream.
-    results = [_result(spec, stored[run_key]) for spec, run_key in zip(specs, keys, strict=True)]
-    runs = records.to_runs(results)
-    records.write(out_dir, runs)
-    records.write_curves(out_dir / records.CURVES, runs, [m.label for m in members])
+    results = [_read_back(run, stored[run_key]) for run, run_key in zip(runs, keys, strict=True)]
+    written = records.to_runs(results)
+    records.write(out_dir, written)
+    records.write_curves(out_dir / records.CURVES, written, [m.label for m in members])
     cv = experiment.defaults.validation == "cv"
-    summary = records.summarize(runs, [(m.label, m.grid_value) for m in members], cv)
+    summary = records.summarize(written, [(m.label, m.grid_value) for m in members], cv)
     write_json(out_dir / METRICS_FILE, summary if len(members) > 1 else next(iter(summary.values())))
     seconds = round(sum(results[i].history.seconds for i in to_train), 2)
     experiment_id = tracker.experiment_id if tracker is not None else None
     manifest = _manifest(params, experiment, variant, members, data, context, parent, experiment_id, seconds)
     # Where the runs trained (the Ray tasks and their nodes); the results do not depend on it.
-    manifest["executor"] = executor
+    manifest["executor"] = where
     manifest["runs"] = {"trained": len(to_train), "reused": reused}
     write_json(out_dir / MANIFEST, manifest)
     if tracker is not None and parent is not None:
@@ -102,14 +105,14 @@ def train(
         with tempfile.TemporaryDirectory() as scratch:
             figure = Path(scratch) / "learning_curves.png"
             curves = {
-                m.label: {k: records.repeat_curves(runs, m.label, k) for k in records.CURVE_METRICS} for m in members
+                m.label: {k: records.repeat_curves(written, m.label, k) for k in records.CURVE_METRICS} for m in members
             }
             plot_learning_curves(curves, figure, run_name, params.report.max_curve_points, "member")
             tracker.log_artifact(parent, figure)
     return summary
 
 
-def _identities(params: Params, experiment: str, specs, data_digest: str) -> list[dict[str, Any]]:
+def _identities(params: Params, experiment: str, runs: list[Run], data_digest: str) -> list[dict[str, Any]]:
     """Each run's identity (regbench.train.runstore): its own settings, seed and fold, and what all share."""
     versions = provenance.library_versions()
     setup = {
@@ -121,24 +124,14 @@ def _identities(params: Params, experiment: str, specs, data_digest: str) -> lis
         "libraries": {name: versions.get(name) for name in runstore.TRAINING_LIBRARIES},
     }
     return [
-        runstore.identity(experiment, to_plain(spec.member.params), spec.member.grid_value, spec.seed, spec.fold, setup)
-        for spec in specs
+        runstore.identity(experiment, to_plain(run.params), run.grid_value, run.seed, run.fold, setup) for run in runs
     ]
 
 
-def _result(spec, stored: dict[str, Any]) -> records.RunResult:
-    member = spec.member
+def _read_back(run: Run, stored: dict[str, Any]) -> Run:
+    """The run as its store entry has it: trained now or before, both are read back the same way."""
     history = runstore.history_of(stored)
-    return records.RunResult(
-        member.label,
-        member.grid_value,
-        spec.repeat,
-        spec.seed,
-        spec.fold,
-        history,
-        stored["evaluations"],
-        stored["mlflow_run_id"],
-    )
+    return dataclasses.replace(run, history=history, evaluations=stored["evaluations"], run_id=stored["mlflow_run_id"])
 
 
 def _manifest(
