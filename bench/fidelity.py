@@ -52,8 +52,8 @@ from regbench.claims import judge  # noqa: E402
 ROWS = {
     "circles-dropout": {"metric": "val_accuracy", "max_epochs": 100, "max_train_samples": None},
     "synthetic-dropout": {"metric": "test_accuracy", "max_epochs": None, "max_train_samples": None},
-    "sonar-hidden_dropout": {"metric": "val_accuracy", "max_epochs": 15, "max_train_samples": None},
-    "mnist-dropout": {"metric": "test_accuracy", "max_epochs": 3, "max_train_samples": 2000},
+    "sonar-hidden_dropout": {"metric": "val_accuracy", "max_epochs": 10, "max_train_samples": None},
+    "mnist-dropout": {"metric": "val_accuracy", "max_epochs": 3, "max_train_samples": 2000},
     # Reduced (see bench/fidelity.md): IMDB's 25,000 x 10,000 multi-hot rows under model.fit cost minutes per run.
     "imdb-dropout": {"metric": "val_accuracy", "max_epochs": 4, "max_train_samples": 2000, "seeds": 10},
 }
