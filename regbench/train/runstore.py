@@ -2,10 +2,10 @@
 
 A run's history is a pure function of its identity (``identity``: experiment, effective settings, grid
 member, seed, fold, row cap, prepared-data digest, engine, determinism, and what regbench.train.identity
-declares: the code that computes it, the libraries, the numeric environment, the CPU; see the run-identity
-tests). So when a stage reruns because its seed list grew,
-the runs it already has are read back instead of trained again, and the stage's outputs are the same
-bytes as those of a run from scratch with the final seed list.
+declares: the code that computes it, the libraries, the numeric environment, the CPU; tests/test_identity.py).
+So when a stage reruns because its seed list grew, or because code that only writes or presents the numbers
+changed, the runs it already has are read back instead of trained again, and the stage's outputs are the
+same bytes as those of a run from scratch. ``REGBENCH_RETRAIN=1`` trains them again on purpose.
 
 Layout: ``results/train/<stage>/runs/<key>.json``, a DVC output of the stage (cached, ``persist: true``:
 DVC keeps it when the stage reruns). The stage writes exactly the runs its seed list uses, so
