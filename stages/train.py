@@ -16,6 +16,7 @@ def main(argv: list[str]) -> None:
 
     import keras
 
+    from regbench.train.identity import retrain_requested
     from regbench.train.tracking import StageKilled, Tracker, killed_on_signal
     from regbench.train.variant import train
 
@@ -23,11 +24,13 @@ def main(argv: list[str]) -> None:
         import tensorflow as tf
 
         tf.config.experimental.enable_op_determinism()
-    tracker = Tracker(experiment_name=f"regbench/{experiment.name}")
     out = Path("results/train") / run_name
+    # REGBENCH_RETRAIN=1 (with `dvc repro -f`, which DVC does not pass on): train every run again, reuse none.
+    reuse_from = None if retrain_requested() else out
+    tracker = Tracker(experiment_name=f"regbench/{experiment.name}")
     try:
         with killed_on_signal(), atomic_directory(out) as out_dir:
-            summary = train(params, run_name, out_dir, tracker, reuse_from=out)
+            summary = train(params, run_name, out_dir, tracker, reuse_from=reuse_from)
     except BaseException as error:
         tracker.end_stage_run("KILLED" if isinstance(error, StageKilled | KeyboardInterrupt) else "FAILED")
         raise

@@ -65,3 +65,55 @@ def test_growing_seeds_trains_only_the_new_runs_and_gives_the_from_scratch_bytes
     assert len(list((repo / "results/train/circles-dropout/runs").glob("*.json"))) == 2
     assert len(list((repo / "results/train/sonar-hidden_dropout/runs").glob("*.json"))) == 2 * folds
     assert "Data and pipelines are up to date" in dvc(repo, "status", *TARGETS).stdout
+
+
+def trained_under(repo, stage: str) -> list[dict]:
+    return json.loads((repo / "results/train" / stage / "manifest.json").read_text())["trained_under"]
+
+
+def append_comment(repo, path: str) -> None:
+    with (repo / path).open("a") as file:
+        file.write("\n# an edit that changes no behaviour\n")
+
+
+def test_one_declaration_decides_what_retrains_and_retraining_is_explicit(tmp_path, mirror, monkeypatch):
+    """regbench/train/identity.py: presentation edits rerun the stage and reuse its runs; engine edits,
+    REGBENCH_RETRAIN=1 and a numeric environment setting retrain them; the manifest says what they ran under."""
+    for name in ("TF_ENABLE_ONEDNN_OPTS", "REGBENCH_RETRAIN"):
+        monkeypatch.delenv(name, raising=False)
+    repo = copy_repo(tmp_path)
+    write_params(repo, shrunk_params(mirror, {"circles": ["dropout"]}, epochs=2, seeds=(0, 1)))
+    stage, target = "circles-dropout", "train@circles-dropout"
+    dvc(repo, "repro", target)
+    assert runs_of(repo, stage) == {"trained": 2, "reused": 0}
+    first = digests(repo, stage)
+
+    # Code that writes or presents the numbers: DVC reruns the stage (fresh outputs), the runs are read back.
+    append_comment(repo, "regbench/train/tracking.py")
+    assert "regbench/train/tracking.py" in dvc(repo, "status", target).stdout
+    dvc(repo, "repro", target)
+    assert runs_of(repo, stage) == {"trained": 0, "reused": 2}
+    assert digests(repo, stage) == first
+
+    # Code that computes them: every run trains again (to the same bytes: a comment changes no arithmetic).
+    append_comment(repo, "regbench/train/engine.py")
+    dvc(repo, "repro", target)
+    assert runs_of(repo, stage) == {"trained": 2, "reused": 0}
+    assert digests(repo, stage) == first
+
+    # `dvc repro -f` cannot tell the stage it was forced (it reuses every run): REGBENCH_RETRAIN=1 retrains.
+    monkeypatch.setenv("REGBENCH_RETRAIN", "1")
+    dvc(repo, "repro", "-f", "-s", target)
+    assert runs_of(repo, stage) == {"trained": 2, "reused": 0}
+    monkeypatch.delenv("REGBENCH_RETRAIN")
+
+    # The numeric environment: runs trained with oneDNN off are not reused under the default, and the
+    # manifest names the setting each set of runs was trained under.
+    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    dvc(repo, "repro", "-f", "-s", target)
+    assert runs_of(repo, stage) == {"trained": 2, "reused": 0}
+    assert [s["environment"]["TF_ENABLE_ONEDNN_OPTS"] for s in trained_under(repo, stage)] == ["0"]
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS")
+    dvc(repo, "repro", "-f", "-s", target)
+    assert runs_of(repo, stage) == {"trained": 2, "reused": 0}
+    assert [s["environment"]["TF_ENABLE_ONEDNN_OPTS"] for s in trained_under(repo, stage)] == [None]

@@ -12,6 +12,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from regbench.train import identity
+from tools import stage_deps
+
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("regbench", "stages")
 REGISTRY = "regbench/data/experiments"
@@ -106,3 +109,37 @@ def test_every_module_a_stage_runs_is_a_dependency(stage):
             runs |= closure(experiment_module)
     missing = sorted(m for m in runs if not covered(m, deps))
     assert not missing, f"dvc.yaml: stage {stage} runs {missing} but does not list them under deps"
+
+
+# --- the train stage: one declaration (regbench/train/identity.py) decides what retrains and what reruns ---
+
+
+def test_the_train_stage_deps_in_dvc_yaml_are_generated_from_the_declaration():
+    text = (ROOT / "dvc.yaml").read_text()
+    assert stage_deps.render(text) == text, "dvc.yaml is out of date: run python -m tools.stage_deps"
+
+
+def test_every_module_the_train_stage_runs_is_declared_once_as_computing_or_recording():
+    runs = closure("stages/train.py")
+    computes, records = set(identity.COMPUTES), set(identity.RECORDS)
+    assert not computes & records, f"declared both ways: {sorted(computes & records)}"
+    undeclared = sorted(runs - computes - records)
+    assert not undeclared, f"run by the train stage, in neither list of regbench/train/identity.py: {undeclared}"
+    assert not (computes | records) - runs, f"declared but not run by the stage: {sorted((computes | records) - runs)}"
+
+
+def test_presentation_code_is_outside_the_run_identity_and_the_engines_inside():
+    # The two cases: progress/tracking/report/claims edits retrain nothing; engine edits retrain all.
+    for path in ("regbench/train/progress.py", "regbench/train/tracking.py", "regbench/train/plots.py"):
+        assert path not in identity.COMPUTES
+    for path in ("stages/train.py", "regbench/train/engine.py", "regbench/data/datasets.py"):
+        assert path in identity.COMPUTES
+    assert not [path for path in identity.COMPUTES if path.startswith(("regbench/claims/", "regbench/report/"))]
+
+
+def test_render_rewrites_only_the_train_code_deps():
+    text = (ROOT / "dvc.yaml").read_text()
+    stale = text.replace("        - regbench/train/engine.py\n", "", 1).replace(
+        "        - regbench/train/progress.py\n", "        - regbench/train/progress.py\n        - old/module.py\n", 1
+    )
+    assert stale != text and stage_deps.render(stale) == text

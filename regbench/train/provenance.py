@@ -8,6 +8,8 @@ import platform
 import subprocess
 from datetime import UTC, datetime
 
+from regbench.train import identity
+
 LIBRARIES = (
     "regbench",
     "tensorflow",
@@ -65,46 +67,18 @@ def device() -> str:
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
-# Instruction-set extensions that decide which kernels (oneDNN, Eigen, XLA) TensorFlow picks, and so
-# the float rounding of a result: the same seed gives bit-identical histories only where these match.
-ISA_FLAGS = (
-    "sse4_2",
-    "avx",
-    "avx2",
-    "fma",
-    "avx512f",
-    "avx512bw",
-    "avx512vl",
-    "avx512_vnni",
-    "avx512_bf16",
-    "avx512_fp16",
-    "amx_tile",
-    "amx_bf16",
-    "amx_int8",
-)
-# Environment settings that change TensorFlow's kernels or their order of summation.
-KERNEL_ENV = ("TF_ENABLE_ONEDNN_OPTS", "TF_DETERMINISTIC_OPS", "TF_XLA_FLAGS", "OMP_NUM_THREADS", "KERAS_BACKEND")
-
-
 def machine(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> dict[str, object]:
-    """The CPU and the kernel settings that decide float rounding: what a cross-machine difference comes from."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in open(cpuinfo, encoding="utf-8", errors="replace"):  # noqa: SIM115 - one pass, closed on exit
-            key, _, value = line.partition(":")
-            if key.strip() == "model name":
-                model = value.strip()
-            elif key.strip() == "flags":
-                flags = set(value.split())
-                break
-    except OSError:
-        pass
+    """The CPU and the kernel settings that decide float rounding: what a cross-machine difference comes from.
+
+    The same items as a run's identity (regbench.train.identity), described for a reader.
+    """
+    described = identity.cpu(cpuinfo)
     return {
-        "cpu_model": model,
-        "architecture": platform.machine(),
+        "cpu_model": described["model"],
+        "architecture": described["architecture"],
         "cores": os.cpu_count(),
-        "isa": [flag for flag in ISA_FLAGS if flag in flags],
-        "kernel_env": {key: os.environ.get(key) for key in KERNEL_ENV if os.environ.get(key) is not None},
+        "isa": described["isa"],
+        "kernel_env": {key: value for key, value in identity.environment().items() if value is not None},
         **_tensorflow_settings(),
     }
 

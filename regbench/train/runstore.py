@@ -1,10 +1,11 @@
 """The run store: one file per trained run, keyed by the run's identity, so a stage trains only new runs.
 
 A run's history is a pure function of its identity (``identity``: experiment, effective settings, grid
-member, seed, fold, row cap, prepared-data digest, engine, determinism, the training code and the
-libraries that run it; see the run-identity tests). So when a stage reruns because its seed list grew,
-the runs it already has are read back instead of trained again, and the stage's outputs are the same
-bytes as those of a run from scratch with the final seed list.
+member, seed, fold, row cap, prepared-data digest, engine, determinism, and what regbench.train.identity
+declares: the code that computes it, the libraries, the numeric environment, the CPU; tests/test_identity.py).
+So when a stage reruns because its seed list grew, or because code that only writes or presents the numbers
+changed, the runs it already has are read back instead of trained again, and the stage's outputs are the
+same bytes as those of a run from scratch. ``REGBENCH_RETRAIN=1`` trains them again on purpose.
 
 Layout: ``results/train/<stage>/runs/<key>.json``, a DVC output of the stage (cached, ``persist: true``:
 DVC keeps it when the stage reruns). The stage writes exactly the runs its seed list uses, so
@@ -18,7 +19,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import sys
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -29,24 +29,6 @@ from regbench.io import read_json, write_json
 
 DIRECTORY = "runs"
 FORMAT = 1
-# The libraries whose kernels compute a run: another version may round differently.
-TRAINING_LIBRARIES = ("python", "tensorflow", "keras", "numpy")
-
-
-def code_digest(prefixes: Sequence[str] = ("regbench", "stages")) -> str:
-    """Digest of the source of every loaded module of this project: the code that trains the runs.
-
-    Taken from what the process has imported rather than a list kept by hand, so a new module cannot be
-    forgotten. A change anywhere in that code retrains every run when the stage next reruns.
-    """
-    digest = hashlib.sha256()
-    for name in sorted(sys.modules):
-        module = sys.modules[name]
-        path = getattr(module, "__file__", None)
-        if path is None or not any(name == p or name.startswith(p + ".") for p in prefixes):
-            continue
-        digest.update(name.encode() + b"\0" + Path(path).read_bytes() + b"\0")
-    return digest.hexdigest()
 
 
 def identity(
@@ -93,6 +75,15 @@ def entry(run_identity: Mapping[str, Any], history, evaluations: Mapping[str, fl
         "evaluations": dict(evaluations),
         "mlflow_run_id": run_id,
     }
+
+
+def trained_under(stored: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The distinct code, libraries, environment and CPU (regbench.train.identity.setup) the runs were trained under."""
+    found: dict[str, dict[str, Any]] = {}
+    for entry in stored:
+        shared = entry["identity"].get("trained_under", {})
+        found.setdefault(key(shared), shared)
+    return [found[k] for k in sorted(found)]
 
 
 def history_of(stored: Mapping[str, Any]):

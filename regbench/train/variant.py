@@ -20,7 +20,7 @@ from regbench.config import ExperimentParams, Member, Params, Variant
 from regbench.data import datasets
 from regbench.io import write_json
 from regbench.schema import flatten, to_plain
-from regbench.train import executor, provenance, records, runstore
+from regbench.train import executor, identity, provenance, records, runstore
 from regbench.train.plan import cv_folds, effective_params, plan_runs
 from regbench.train.plots import plot_learning_curves
 from regbench.train.progress import Progress
@@ -97,6 +97,8 @@ def train(
     # Where the runs trained (the Ray tasks and their nodes); the results do not depend on it.
     manifest["executor"] = where
     manifest["runs"] = {"trained": len(to_train), "reused": reused}
+    # Read from the stored identities: what the runs in these results, reused ones included, were trained under.
+    manifest["trained_under"] = runstore.trained_under(stored[run_key] for run_key in keys)
     write_json(out_dir / MANIFEST, manifest)
     if tracker is not None and parent is not None:
         # The parent run stays RUNNING: the stage ends it FINISHED once these outputs are in place.
@@ -114,14 +116,13 @@ def train(
 
 def _identities(params: Params, experiment: str, runs: list[Run], data_digest: str) -> list[dict[str, Any]]:
     """Each run's identity (regbench.train.runstore): its own settings, seed and fold, and what all share."""
-    versions = provenance.library_versions()
     setup = {
         "data_digest": data_digest,
         "engine": params.train.engine,
         "deterministic": params.train.deterministic,
         "max_train_samples": params.train.max_train_samples,
-        "code": runstore.code_digest(),
-        "libraries": {name: versions.get(name) for name in runstore.TRAINING_LIBRARIES},
+        # Code, libraries, numeric environment, CPU: the one list of regbench.train.identity.
+        "trained_under": identity.setup(),
     }
     return [
         runstore.identity(experiment, to_plain(run.params), run.grid_value, run.seed, run.fold, setup) for run in runs
