@@ -3,8 +3,9 @@
 ``./run.sh decide`` (stages/decide.py) loops: ``dvc repro``; read reports/claims_detail.json; for every
 claim whose direction (a band claim: its band) is still undecided before its last look, add seeds to the
 variants it involves so that it reaches its next look (decide.start, start + batch, ..., max_repeats);
-write them to params.yaml; repeat. A claim whose size alone is decided goes on. It stops when no claim can grow (each is decided or at max_repeats) or before a round that would exceed
-decide.budget_runs or decide.budget_seconds.
+write them to params.yaml; repeat. A claim whose size alone is decided goes on. It stops when no claim
+can grow (each is decided or at max_repeats) or before a round that would exceed decide.budget_runs or
+decide.budget_seconds.
 
 The verdicts are made by the claims stage from params and results alone (regbench.claims.judge), so a
 plain ``dvc repro`` of the final params.yaml reproduces them; this module only chooses seeds. It writes

@@ -107,7 +107,8 @@ def apply(detail: dict[str, dict[str, Any]], alpha: float) -> int:
         entry["decision"] = make_verdict(claim_id, entry).to_dict()
         entry["verdict"] = entry["decision"]["label"]
         entry["verdict_alone"] = entry["decision"]["label_alone"]
-        entry["p_holm"] = entry["decision"]["p_family"]
+        if entry["decision"]["p_family"] is not None:
+            entry["p_holm"] = entry["decision"]["p_family"]
     return len(p_values)
 
 

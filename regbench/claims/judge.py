@@ -82,14 +82,12 @@ def judge(
         "alpha_one_sided": stats.one_sided_alpha(settings.confidence),
     }
     if available < max(2, settings.min_repeats) or not reached:
-        if available < max(2, settings.min_repeats):
-            reason = (
-                "no repeat finished without diverging"
-                if not available
-                else f"only {available} repeats (claims.min_repeats = {settings.min_repeats})"
-            )
-        else:
+        if sequential and not reached:
             reason = f"{available} repeats, fewer than decide.start = {looks[0]}: before the first look"
+        elif not available:
+            reason = "no repeat finished without diverging"
+        else:
+            reason = f"only {available} repeats (claims.min_repeats = {settings.min_repeats})"
         result.update(
             _identity(claim, values, repeats, sample),
             verdict_alone=verdict.UNDECIDED,
