@@ -10,8 +10,8 @@ import yaml
 from regbench import config
 from regbench.claims import evaluate, family, measures, schema, verdict
 from regbench.claims import judge as judging
-from regbench.train.records import EPOCH_METRICS, Run
 from regbench.schema import ParamsError
+from regbench.train.records import EPOCH_METRICS, Run
 from tests.conftest import REPO_ROOT, real_params
 
 SETTINGS = config.ClaimsParams(confidence=0.95, bootstrap_resamples=2000, bootstrap_seed=0, min_repeats=3)
@@ -106,7 +106,10 @@ def test_a_clear_effect_the_claimed_way_is_reproduced_and_the_opposite_contradic
     assert result["p_value"] < 0.025 and result["p_sign_flip"] == pytest.approx(1 / 32)
     assert result["improvement"]["share"] == 1.0 and result["cohens_dz"] > 3
     opposite = judging.judge(claim(direction="less"), better, SETTINGS)
-    assert opposite["verdict_alone"] == "contradicted" and opposite["decided_by"] == "interval on the wrong side of the line"
+    assert (
+        opposite["verdict_alone"] == "contradicted"
+        and opposite["decided_by"] == "interval on the wrong side of the line"
+    )
 
 
 def test_overlapping_distributions_are_inconclusive():
@@ -287,7 +290,9 @@ def test_a_claim_names_the_repeats_left_out_because_a_run_diverged(tmp_path):
 
     stage("circles-overfit", [0.70, 0.75, 0.72, 0.76, 0.74])
     stage("circles-dropout", [0.80, 0.86, 0.81, 0.83, 0.84], diverged_repeat=2)
-    evaluation = evaluate.evaluate(schema.load_registry(REPO_ROOT / "claims.yaml"), config.parse(real_params()), tmp_path)
+    evaluation = evaluate.evaluate(
+        schema.load_registry(REPO_ROOT / "claims.yaml"), config.parse(real_params()), tmp_path
+    )
     entry = evaluation["claims"]["circles.dropout_raises_test"]
     assert entry["repeat_ids"] == [0, 1, 3, 4] and entry["diverged_repeats"] == {"dropout": [2]}
     # Four repeats, before the first look (decide.start = 5): no test made, so the family has none of it.
