@@ -6,9 +6,10 @@ import re
 import numpy as np
 import pytest
 import yaml
+from scipy import stats as scipy_stats
 
 from regbench import config
-from regbench.claims import evaluate, family, measures, schema, verdict
+from regbench.claims import evaluate, family, measures, schema, stats, verdict
 from regbench.claims import judge as judging
 from regbench.schema import ParamsError
 from regbench.train.records import EPOCH_METRICS, Run
@@ -519,3 +520,97 @@ def test_the_family_caveat_counts_the_sign_flip_floor_against_each_looks_alpha()
     fixed = family.family_caveat([5, 5], 22, 0.025, 16)
     assert "below 0.03125 (1/2^5)" in fixed and "no claim can be" in fixed and "needs at least 10 repeats" in fixed
     assert family.family_caveat([10], 22, 0.025, 16) is None
+
+
+# --- no vacuous claim (issue 24) ------------------------------------------------------------------
+
+
+def flat_run(repeat: int, shift: float = 0.0, epochs: int = 30) -> Run:
+    """A run that learns nothing: every curve flat, test accuracy flickering by one example of 70 from epoch
+    to epoch (seeded by the repeat, so every variant of a seed flickers alike)."""
+    flicker = np.random.default_rng(repeat).integers(-1, 2, epochs) / 70.0
+    curves = {
+        "loss": np.full(epochs, 0.7) + shift,
+        "val_loss": 0.7 - flicker + shift,
+        "accuracy": np.full(epochs, 0.5) + shift,
+        "val_accuracy": 0.5 + flicker + shift,
+        "reg_loss": np.full(epochs, 0.01),
+    }
+    finals = {
+        "train_eval_accuracy": 0.5 + flicker[-1] + shift,
+        "train_eval_loss": 0.7 + shift,
+        "test_accuracy": 0.5 + flicker[-1] + shift,
+        "test_loss": 0.7 + shift,
+    }
+    return Run("v", repeat, None, "ok", curves, finals, seed=repeat)
+
+
+def flat_values(claim: schema.Claim, repeats: int = 10) -> dict[str, dict[int, object]]:
+    """Every term of the claim measured on flat runs, its variant shifted onto the claim's null: a sameness claim
+    one margin away, a paired claim with a line (non-inferiority) onto that line; otherwise every variant the
+    same (no effect). A single value is flat."""
+    values = {}
+    for term in claim.test.terms:
+        shift = 0.0
+        if term.sign > 0 and term.key == claim.test.terms[0].key:
+            if claim.test.kind == "equivalent":
+                shift = claim.test.margin
+            elif claim.test.kind in ("paired", "interaction"):
+                shift = claim.test.line
+        values[term.key] = {r: measures.measure(flat_run(r, shift), claim.measure) for r in range(repeats)}
+    return values
+
+
+# The sign-flip p shown beside the t test samples 2^exact_max sign patterns beyond exact_max repeats: few here.
+FAST = dataclasses.replace(SETTINGS, sign_flip_exact_max=8)
+DECIDE_20 = config.DecideParams(sequential=True, start=5, batch=5, max_repeats=20, spending="pocock")
+REPRODUCING = ("reproduced", "reproduced, smaller than published")
+
+
+def test_every_catalogued_claim_fails_on_a_flat_input():
+    """No claim can hold by construction: on runs that learn nothing (flat curves with one-example flicker;
+    every variant alike, or a sameness claim one margin apart) none is reproduced, fixed or adaptive."""
+    registry = schema.load_registry(REPO_ROOT / "claims.yaml")
+    for claim_ in registry.claims:
+        values = flat_values(claim_, repeats=20)
+        for decide in (None, DECIDE_20):
+            result = judging.judge(claim_, values, FAST, decide)
+            assert result["verdict_alone"] not in REPRODUCING, (claim_.id, decide, result.get("values"))
+
+
+def test_the_old_line_of_the_peak_claim_was_vacuous():
+    """The drop after the peak is never negative: against the old line 0, the flat input above "reproduced"
+    circles.test_peaks_then_falls; against its line of 0.03 (more than one-example flicker can give) it fails."""
+    registry = schema.load_registry(REPO_ROOT / "claims.yaml")
+    (peak,) = [c for c in registry.claims if c.id == "circles.test_peaks_then_falls"]
+    assert peak.test.line == pytest.approx(0.03)
+    old = dataclasses.replace(peak, test=dataclasses.replace(peak.test, line=0.0))
+    assert judging.judge(old, flat_values(old, 20), FAST)["verdict_alone"] in REPRODUCING
+    assert judging.judge(peak, flat_values(peak, 20), FAST)["verdict_alone"] not in REPRODUCING
+
+
+def test_every_catalogued_claim_fails_on_a_simulated_null_at_most_at_alpha():
+    """The same claims on noisy null input: each variant's value is its own noise around the same level (a
+    sameness claim: one margin apart). Over 4,000 simulated claims per statistic kind (contrast values drawn
+    directly, on each claim's scale), "reproduced" comes out at most at alpha plus Monte Carlo error."""
+    registry = schema.load_registry(REPO_ROOT / "claims.yaml")
+    rng = np.random.default_rng(31)
+    draws = 4000
+    bound = scipy_stats.binom.ppf(0.999, draws, 0.025) / draws
+    for claim_ in registry.claims:
+        test = claim_.test
+        noise = rng.standard_normal((draws, 10))
+        if test.kind == "equivalent":
+            inside = stats.decide_equivalence(noise + 1.0, 1.0, 0.95)
+            rate = np.mean(inside.verdict == "reproduced")
+        elif test.kind == "level":
+            value, tolerance = claim_.published_value, test.tolerance
+            rate = np.mean(
+                stats.decide_level(value + tolerance + 0.01 * noise, value - tolerance, value + tolerance, 0.95).verdict
+                == "reproduced"
+            )
+        else:
+            line = measures.scaled(claim_, test.line)
+            outcome = stats.judge_looks(line + noise, line, test.direction, 0.5, (10,), (0.025,))
+            rate = np.mean(outcome.direction == 1)
+        assert rate <= bound, claim_.id

@@ -122,7 +122,7 @@ def judge(
     result.update(_describe(claim, used, settings, float(1 - 2 * levels[shown])))
     result.update(outcome)
     result["sign_flip_floor"] = stats.sign_flip_floor(len(used), settings.sign_flip_exact_max)
-    if len(used) >= settings.bca_min_repeats:
+    if len(used) >= settings.bca_min_repeats and np.ptp(stats.snap_ties(used)) > 0:
         low, high = stats.bca_interval(used, settings.confidence, settings.bootstrap_resamples, seed)
         result["bca_interval"] = [low, high]
     open_ = result["verdict_alone"] in (verdict.UNDECIDED, verdict.NO_SIZE)
