@@ -93,7 +93,7 @@ def evaluate(registry: Registry, params: Params, results_dir: Path) -> dict[str,
     summary = family.summary(detail, decisions, alpha)
     summary["family_caveat"] = family.family_caveat(
         directional,
-        decisions,
+        decisions or len(directional),  # before any look: no decision made yet, so count the claims
         alpha,
         settings.sign_flip_exact_max,
         look_levels(params.decide, alpha) if params.decide.sequential else None,

@@ -109,6 +109,8 @@ def apply(detail: dict[str, dict[str, Any]], alpha: float) -> int:
         entry["verdict_alone"] = entry["decision"]["label_alone"]
         if entry["decision"]["p_family"] is not None:
             entry["p_holm"] = entry["decision"]["p_family"]
+        elif "p_value" in entry:
+            entry["p_holm"] = 1.0  # shown, but no test made (before the first look): nothing to adjust
     return len(p_values)
 
 

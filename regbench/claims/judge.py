@@ -88,12 +88,20 @@ def judge(
             reason = "no repeat finished without diverging"
         else:
             reason = f"only {available} repeats (claims.min_repeats = {settings.min_repeats})"
+        if available >= max(2, settings.min_repeats):
+            # Before the first look: the numbers of a fixed-n judgement are shown, but nothing is decided.
+            result = judge(claim, values, settings, None)
+        else:
+            result.update(_identity(claim, values, repeats, sample))
+            if available >= 2:
+                result.update(_describe(claim, sample, settings, settings.confidence))
         result.update(
-            _identity(claim, values, repeats, sample),
             verdict_alone=verdict.UNDECIDED,
             reason=reason,
             decisions={},
+            decided_by="before the first look" if sequential else "too few repeats",
             stopped="before the first look" if sequential else "",
+            look_chances=[],
         )
         if sequential:
             result["sequential"] = {
@@ -107,8 +115,6 @@ def judge(
                 "at_max_repeats": False,
                 "open": True,
             }
-        if available >= 2:
-            result.update(_describe(claim, sample, settings, float(1 - 2 * levels[0])))
         return result
     seed = [settings.bootstrap_seed, zlib.crc32(claim.id.encode())]
     if test.kind in DIRECTIONAL:
