@@ -20,7 +20,6 @@ from mlflow import MlflowClient
 
 from regbench import config, io
 from regbench.claims import evaluate, schema, verdict
-from regbench.train.records import EPOCH_METRICS
 from regbench.data import fetch
 from regbench.schema import ParamsError
 from regbench.train import provenance, records, tracking

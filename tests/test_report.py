@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from regbench.claims import evaluate, schema, verdict
-from regbench.train.records import EPOCH_METRICS
 from regbench.train import provenance
+from regbench.train.records import EPOCH_METRICS
 from stages import claims as claims_stage
 from stages import prepare as prepare_stage
 from stages import report as report_stage
