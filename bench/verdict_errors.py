@@ -2,7 +2,8 @@
 
 Every cell is ``DRAWS`` simulated claims (numpy arrays, all draws at once), unit seed-to-seed sd, published
 effect 1 sd and smallest effect of interest half of it. Per claim, the share of each label when the true mean
-effect is 0 (no effect), 1/4 of the published one, the smallest effect, and the published one (1 sd); a false decision is "reproduced"/"contradicted" at no effect, "contradicted" at a positive effect, and
+effect is 0 (no effect), 1/4 of the published one, the smallest effect, and the published one (1 sd); a
+false decision is "reproduced"/"contradicted" at no effect, "contradicted" at a positive effect, and
 "smaller than the smallest effect" (in "reproduced, smaller" or "no effect of the published size") at the
 smallest effect itself. Family-wise: 22 directional claims, every decision's p in one Holm family; the rate
 of any false decision. The old rule (a Bonferroni split of the spending increments per look, "refuted"
