@@ -59,6 +59,9 @@ def main() -> None:
         interval = f"{entry['mean']:.4g} [{entry['ci_low']:.4g}, {entry['ci_high']:.4g}]" if "ci_low" in entry else ""
         predicted = entry.get("prediction_interval")
         predicted = f"[{predicted[0]:.3g}, {predicted[1]:.3g}]" if predicted else ""
+        plausible = entry.get("published_plausible")
+        if plausible is not None:
+            predicted += f" ({entry['published_value']:g}: {'inside' if plausible else 'outside'})"
         print(
             f"| {claim_id} | {old[claim_id]['verdict']} ({old[claim_id].get('repeats')}) | {entry['verdict']} | "
             f"{entry.get('verdict_alone', '')} | {entry.get('repeats', '')} | {interval} | {predicted} | "

@@ -219,7 +219,9 @@ def _describe(claim: Claim, sample: np.ndarray, settings: ClaimsParams, confiden
         "ci_high": float(high[0]),
         "confidence": confidence,
         "prediction_interval": [predict_low, predict_high],
-        "published_plausible": None if published is None else bool(predict_low <= published <= predict_high),
+        "published_plausible": None
+        if published is None
+        else bool(predict_low - _rounding(claim) <= published <= predict_high + _rounding(claim)),
     }
     if test.kind in DIRECTIONAL:
         line = scaled(claim, test.line)
@@ -255,6 +257,13 @@ def _describe(claim: Claim, sample: np.ndarray, settings: ClaimsParams, confiden
     else:
         described.update({"margin": float(test.margin), "band": [-float(test.margin), float(test.margin)]})
     return described
+
+
+def _rounding(claim: Claim) -> float:
+    """Half a unit of the published figure's last digit: -0.033 stands for anything in [-0.0335, -0.0325]."""
+    text = repr(float(claim.published_value))
+    decimals = len(text.split(".")[1]) if "." in text and "e" not in text else 0
+    return 0.0 if claim.statistic == "log_ratio" else 0.5 * 10.0**-decimals
 
 
 def _decision(p_by_look: np.ndarray, increments, alpha: float, decided: bool) -> dict[str, Any]:
