@@ -180,7 +180,18 @@ def make_verdict(claim_id: str, entry: Mapping[str, Any]) -> verdict.Verdict:
         p_family=min(p_holm) if p_holm else None,
         stopped=entry.get("stopped", ""),
         look_chances=tuple((int(n), float(p)) for n, p in entry.get("look_chances", [])),
-        reason=entry.get("reason", "") if label in (verdict.UNDECIDED, verdict.NO_SIZE) else "",
+        reason=_reason(entry, label, p_holm),
+    )
+
+
+def _reason(entry: Mapping[str, Any], label: str, p_holm: list[float]) -> str:
+    """Why a claim is not decided: its own reason, or, when it is decided alone but not family-wise, that."""
+    alone = entry.get("verdict_alone")
+    if label == alone:
+        return entry.get("reason", "") if label in (verdict.UNDECIDED, verdict.NO_SIZE) else ""
+    return (
+        f"alone, each decision at alpha, it is {alone}; in the family of every claim's decisions (Holm) its "
+        f"smallest adjusted p is {min(p_holm):.3g}, so that decision is not made family-wise"
     )
 
 
@@ -222,6 +233,9 @@ def why(entry: Mapping[str, Any], label: str) -> str:
             + ("within" if plausible else "outside")
             + f" what one run of ours gives ({_num(low)} to {_num(high)})"
         )
+    alone = entry.get("verdict_alone")
+    if alone and alone != label:
+        return text + f": {label} over the whole report ({alone} for this claim alone)."
     return text + f": {label}."
 
 
