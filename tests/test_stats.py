@@ -147,7 +147,7 @@ def test_improvement_share_counts_ties_as_one_half_with_the_clopper_pearson_inte
 @pytest.mark.parametrize("name", CALIBRATED)
 def test_sameness_has_its_nominal_error_rates_on_the_margin_and_inside_it(repeats, name):
     """Equivalence (TOST against ±margin): a true difference on the margin's edge is called 'the same' at
-    most at alpha; a true difference of zero is called 'different' (refuted) at most at alpha."""
+    most at alpha; a true difference of zero is called 'different' (contradicted) at most at alpha."""
     rng = np.random.default_rng([repeats, len(name)])
     noise = stats.NULLS[name](rng, (DRAWS, repeats))
     scale = noise.std()
@@ -156,7 +156,7 @@ def test_sameness_has_its_nominal_error_rates_on_the_margin_and_inside_it(repeat
         on_edge = stats.decide_equivalence(noise + edge, margin, CONFIDENCE)
         assert np.mean(on_edge.verdict == "reproduced") <= upper_bound(ALPHA), (repeats, name, edge)
     none = stats.decide_equivalence(noise, margin, CONFIDENCE)
-    assert np.mean(none.verdict == "refuted") <= upper_bound(ALPHA), (repeats, name)
+    assert np.mean(none.verdict == "contradicted") <= upper_bound(ALPHA), (repeats, name)
     # And it has power: at 10 repeats a zero difference is mostly shown to be inside a margin of 1.5 sd
     # (the interval's half-width is about 2.26 / sqrt(10) = 0.72 sd).
     if repeats == 10:

@@ -330,7 +330,7 @@ def _band(claim: Claim, sample, looks, levels, increments, available: int) -> di
         shown = k
         decision = stats.decide_level(sample[:n], low_bound, high_bound, 1.0 - 2.0 * level)
         p_inside[0, k], p_outside[0, k] = decision.p_equivalence[0], decision.p_outside[0]
-        inside, outside = decision.verdict[0] == "reproduced", decision.verdict[0] == "refuted"
+        inside, outside = decision.verdict[0] == "reproduced", decision.verdict[0] == "contradicted"
         if inside or outside:
             break
     alpha = sum(increments)

@@ -16,7 +16,13 @@ and by tests/test_stats.py at n = 3, 5, 10, 20):
   is the distribution-free companion: exact (all 2**n sign patterns) up to ``sign_flip_exact_max``
   repeats, so its p-value can never be below 1 / 2**n (1/32 at 5 repeats). It drives the verdict only
   when the t statistic is undefined (every repeat gives the same value), where the t test would claim
-  certainty from zero spread.
+  certainty from zero spread. Values that agree to float32 precision are ties (``snap_ties``).
+- **Two questions per claim** (``judge_looks``): the direction (one-sided t towards each side of the
+  line) and the size (one-sided t that the mean lies below line + smallest effect), each decision a test
+  of its own at the look's level; regbench.claims.verdict derives the label from both.
+- **Exact group-sequential levels** (``sequential_levels``) for the looks of ``./run.sh decide``, and
+  ``group_sequential_p`` for Holm's family over every decision (regbench.claims.family).
+- **Prediction interval** (``prediction_interval``): could one published run have come out of this setup?
 - **BCa bootstrap** (``scipy.stats.bootstrap``, ``method='BCa'``) is reported, for comparison only, from
   ``bca_min_repeats`` (20) repeats on. It drives nothing: ``bench/bca_coverage.md`` simulates a nominal
   95 % BCa interval covering 85 % at 5 repeats, 90 % at 10, 91 % at 20 and 93 % at 30 for normal values
@@ -175,7 +181,7 @@ def decide_level(
     """Equivalence (two one-sided tests, TOST) of the mean with a band, at alpha per side.
 
     Reproduced when both one-sided tests put the mean inside the band (p_equivalence < alpha), i.e. the
-    two-sided interval at ``confidence`` lies within it; refuted when a one-sided test puts it outside
+    two-sided interval at ``confidence`` lies within it; contradicted when a one-sided test puts it outside
     (the interval lies wholly beyond a bound). TOST at alpha = 0.025 per side is stricter than the
     textbook 5 % TOST (a 90 % interval): it keeps one interval and one error rate for every claim.
     """
@@ -190,7 +196,7 @@ def decide_level(
     low, high = t_interval(sample, confidence)
     reproduced = p_equivalence <= alpha
     refuted = ~reproduced & (p_outside <= alpha)
-    verdict = np.where(reproduced, "reproduced", np.where(refuted, "refuted", "inconclusive"))
+    verdict = np.where(reproduced, "reproduced", np.where(refuted, "contradicted", "undecided"))
     decided_by = np.where(
         reproduced,
         "interval inside the band",
@@ -205,7 +211,7 @@ def decide_equivalence(
     """Sameness: TOST of the mean (of a paired difference) against the band [-margin, +margin].
 
     The same two one-sided tests as ``decide_level``, each at alpha: reproduced when the interval lies
-    inside ±margin, refuted when it lies wholly outside, inconclusive when it straddles an edge. Its
+    inside ±margin, contradicted when it lies wholly outside, undecided when it straddles an edge. Its
     error rates (simulated in tests/test_stats.py): a mean on an edge is called the same in at most alpha
     of samples, and a mean inside the margin is called different in at most alpha (Schuirmann's TOST;
     Lakens 2017, "Equivalence tests", Social Psychological and Personality Science 8(4)).
