@@ -12,6 +12,7 @@ regbench.claims.family. The methods and why they were chosen are in ``regbench.c
 
 from __future__ import annotations
 
+import dataclasses
 import zlib
 from collections.abc import Mapping
 from typing import Any
@@ -88,13 +89,12 @@ def judge(
             reason = "no repeat finished without diverging"
         else:
             reason = f"only {available} repeats (claims.min_repeats = {settings.min_repeats})"
-        if available >= max(2, settings.min_repeats):
-            # Before the first look: the numbers of a fixed-n judgement are shown, but nothing is decided.
-            result = judge(claim, values, settings, None)
+        if available >= 2:
+            # Too few repeats, or before the first look: the numbers of a fixed-n judgement are shown (a t
+            # interval needs two), but nothing is decided.
+            result = judge(claim, values, dataclasses.replace(settings, min_repeats=2), None)
         else:
             result.update(_identity(claim, values, repeats, sample))
-            if available >= 2:
-                result.update(_describe(claim, sample, settings, settings.confidence))
         result.update(
             verdict_alone=verdict.UNDECIDED,
             reason=reason,
