@@ -42,13 +42,15 @@ from scipy import stats as scipy_stats  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from regbench import config  # noqa: E402
-from regbench.claims import judge as claims
+from regbench.claims import judge as judging
+from regbench.claims import measures, schema
 from regbench.train import variant as train  # noqa: E402
+from regbench.train.records import Run, load_runs
 
 SIDE_A, SIDE_B = 1000, 2000  # first seed of each side: disjoint from each other and from the pipeline's 0-4
 
 
-def train_sides(params: config.Params, run_name: str, seeds: int) -> dict[str, list[claims.Run]]:
+def train_sides(params: config.Params, run_name: str, seeds: int) -> dict[str, list[Run]]:
     """Train ``run_name`` once under seeds A + B (one stacked job), split the runs by side."""
     experiment, _ = params.run(run_name)
     all_seeds = tuple(range(SIDE_A, SIDE_A + seeds)) + tuple(range(SIDE_B, SIDE_B + seeds))
@@ -59,19 +61,19 @@ def train_sides(params: config.Params, run_name: str, seeds: int) -> dict[str, l
         started = time.perf_counter()
         train.train(replaced, run_name, Path(directory))
         print(f"{run_name}: {2 * seeds} seeds trained in {time.perf_counter() - started:.0f} s", flush=True)
-        runs = claims.load_runs(Path(directory))
+        runs = load_runs(Path(directory))
     # Run.repeat is the index into the seeds: A's seeds come first.
     return {"A": [r for r in runs if r.repeat < seeds], "B": [r for r in runs if r.repeat >= seeds]}
 
 
-def values_of(runs: list[claims.Run], metric: str) -> np.ndarray:
-    by_repeat = claims.per_repeat(runs, claims.Measure(kind="final", metric=metric))
+def values_of(runs: list[Run], metric: str) -> np.ndarray:
+    by_repeat = measures.per_repeat(runs, schema.Measure(kind="final", metric=metric))
     return np.asarray([value for _, value in sorted(by_repeat.items())])
 
 
-def claim(claim_id: str, experiment: str, metric: str, test: claims.Test, published: float | None = None):
-    measure = claims.Measure(kind="final", metric=metric)
-    return claims.Claim(claim_id, experiment, "aa", "A/A", "A/A", measure, test, published)
+def claim(claim_id: str, experiment: str, metric: str, test: schema.Test, published: float | None = None):
+    measure = schema.Measure(kind="final", metric=metric)
+    return schema.Claim(claim_id, experiment, "aa", "A/A", "A/A", measure, test, published)
 
 
 def old_bootstrap_verdict(sample: np.ndarray, direction: str, rng: np.random.Generator, resamples: int = 2000) -> str:
@@ -102,8 +104,10 @@ def judge_draws(
             side_a, side_b = a[rng.choice(len(a), n, replace=False)], b[rng.choice(len(b), n, replace=False)]
         values = {"b": dict(enumerate(side_b)), "a": dict(enumerate(side_a))}
         for direction in ("greater", "less"):
-            test = claims.Test(kind="paired", variant="b", versus="a", direction=direction, smallest_effect=0.0)
-            verdict = claims.judge(claim("aa.paired", "circles", "val_accuracy", test), values, settings)["verdict"]
+            test = schema.Test(kind="paired", variant="b", versus="a", direction=direction, smallest_effect=0.0)
+            verdict = judging.judge(claim("aa.paired", "circles", "val_accuracy", test), values, settings)[
+                "verdict_alone"
+            ]
             _count(counts[f"t, {direction}"], verdict)
             old = old_bootstrap_verdict(side_b - side_a, direction, rng)
             _count(counts[f"old bootstrap, {direction}"], old)
@@ -111,12 +115,12 @@ def judge_draws(
 
 
 def judge_level(a: np.ndarray, b: np.ndarray, n: int, draws: int, settings, rng) -> dict[str, float]:
-    test = claims.Test(kind="level", variant="a", tolerance=0.025)
+    test = schema.Test(kind="level", variant="a", tolerance=0.025)
     level_claim = claim("aa.level", "synthetic", "test_accuracy", test, float(b.mean()))
     tally: dict[str, int] = {}
     for _ in range(draws):
         pick = rng.choice(len(a), n, replace=False)
-        _count(tally, claims.judge(level_claim, {"a": dict(enumerate(a[pick]))}, settings)["verdict"])
+        _count(tally, judging.judge(level_claim, {"a": dict(enumerate(a[pick]))}, settings)["verdict_alone"])
     return {v: c / draws for v, c in tally.items()}
 
 

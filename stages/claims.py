@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from regbench import config
-from regbench.claims import drift
-from regbench.claims import judge as claims
+from regbench.claims import drift, evaluate, mlflow_tags, schema
 from regbench.cli import no_arguments, run_stage
 from regbench.io import write_json
 
@@ -19,18 +18,14 @@ DETAIL = Path("reports/claims_detail.json")
 def main(argv: list[str]) -> None:
     no_arguments(argv, "claims")
     params = config.load()
-    registry = claims.load_registry(REGISTRY)
-    evaluation = claims.evaluate(registry, params, RESULTS)
+    registry = schema.load_registry(REGISTRY)
+    evaluation = evaluate.evaluate(registry, params, RESULTS)
     reference, source = drift.load_reference(params.claims.drift_reference, Path.cwd())
     evaluation["drift"] = drift.compare(evaluation["claims"], reference and reference.get("claims"), source)
     write_json(DETAIL, evaluation)
-    write_json(METRICS, claims.metrics_view(evaluation))
-    tagged = claims.tag_mlflow_runs(evaluation, RESULTS)
-    summary = evaluation["summary"]
-    print(
-        f"claims: {summary['tested']} of {summary['claims']} claims tested: {summary['reproduced']} reproduced, "
-        f"{summary['refuted']} refuted, {summary['inconclusive']} inconclusive; {tagged} MLflow runs tagged"
-    )
+    write_json(METRICS, evaluate.metrics_view(evaluation))
+    tagged = mlflow_tags.tag_mlflow_runs(evaluation, RESULTS)
+    print(f"claims: {evaluate.counts_line(evaluation['summary'])}; {tagged} MLflow runs tagged")
     print(f"claims: drift against the reference: {evaluation['drift']['summary']}")
 
 

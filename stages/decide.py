@@ -18,9 +18,12 @@ def main(argv: list[str]) -> None:
         max_rounds = int(argv[1])
     history = decide.run(config.load, max_rounds=max_rounds)
     last = history["rounds"][-1]
-    verdicts = [claim["verdict"] for claim in last["claims"].values()]
-    counts = ", ".join(f"{verdicts.count(v)} {v}" for v in ("reproduced", "refuted", "inconclusive"))
-    print(f"decide: stopped after round {last['round']}: {history['stopped']}; {counts}")
+    verdicts = [claim.get("verdict_alone", claim["verdict"]) for claim in last["claims"].values()]
+    counts = ", ".join(f"{verdicts.count(v)} {v}" for v in dict.fromkeys(verdicts))
+    print(f"decide: stopped after round {last['round']}: {history['stopped']}; each claim alone: {counts}")
+    budget = [c for c, claim in last["claims"].items() if "no more repeats were run" in claim.get("stopped", "")]
+    if budget:
+        print(f"decide: stopped on the budget, before their last look: {', '.join(budget)}")
 
 
 if __name__ == "__main__":

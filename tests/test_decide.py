@@ -26,6 +26,9 @@ from tests.conftest import (
     write_params,
 )
 
+# Labels whose direction is undecided: the decide loop grows these claims.
+OPEN = ("undecided", "no effect of the published size")
+
 
 def params_with(seeds: dict[str, list[int]] | None = None, **decide_settings) -> config.Params:
     raw = without_variant_seeds(real_params())
@@ -37,7 +40,8 @@ def params_with(seeds: dict[str, list[int]] | None = None, **decide_settings) ->
 
 def entry(verdict: str, variants: list[str], available: int, reached: int | None, at_max: bool = False) -> dict:
     history = [] if reached is None else [{"look": 1, "repeats": reached, "verdict": verdict}]
-    sequential = {"repeats_available": available, "history": history, "at_max_repeats": at_max}
+    open_ = verdict in ("undecided", "no effect of the published size") and not at_max
+    sequential = {"repeats_available": available, "history": history, "at_max_repeats": at_max, "open": open_}
     return {"experiment": "circles", "verdict": verdict, "runs": dict.fromkeys(variants), "sequential": sequential}
 
 
@@ -46,8 +50,9 @@ def test_only_undecided_claims_grow_to_their_next_look_with_the_next_common_seed
     detail = {
         "claims": {
             "decided": entry("reproduced", ["overfit"], 5, 5),
-            "at_max": entry("inconclusive", ["maxnorm"], 20, 20, at_max=True),
-            "paired": entry("inconclusive", ["dropout", "overfit"], 5, 5),
+            "at_max": entry("undecided", ["maxnorm"], 20, 20, at_max=True),
+            # Its size is decided, its direction is not: it goes on (the direction is the claim).
+            "paired": entry("no effect of the published size", ["dropout", "overfit"], 5, 5),
             "not_run": {"experiment": "circles", "verdict": "not run", "runs": {"input_dropout": None}},
         }
     }
@@ -117,7 +122,7 @@ def test_decide_end_to_end_grows_undecided_claims_and_a_plain_repro_reproduces_t
             v for c, e in record["claims"].items() if c in record["plan"] for v in record["plan"][c]["variants"]
         }
         assert set(record["seeds_added"]) <= {f"circles-{v}" for v in undecided}
-        assert all(record["claims"][c]["verdict"] == "inconclusive" for c in record["plan"])
+        assert all(record["claims"][c]["verdict_alone"] in OPEN for c in record["plan"])
     assert rounds[-1]["seeds_added"] == {}
     final = yaml.safe_load((repo / "params.yaml").read_text())
     # No circles claim uses maxnorm: it keeps the experiment's seeds.
@@ -125,7 +130,7 @@ def test_decide_end_to_end_grows_undecided_claims_and_a_plain_repro_reproduces_t
     detail = json.loads((repo / "reports/claims_detail.json").read_text())["claims"]
     tested = {c: e for c, e in detail.items() if e["verdict"] != "not run"}
     for claim_id, claim in tested.items():
-        assert claim["verdict"] != "inconclusive" or claim["sequential"]["at_max_repeats"], claim_id
+        assert claim["verdict_alone"] not in OPEN or claim["sequential"]["at_max_repeats"], claim_id
         assert claim_id in rounds[-1]["claims"] and rounds[-1]["claims"][claim_id]["verdict"] == claim["verdict"]
     assert "## Adaptive repeats" in (repo / "reports/report.md").read_text()
     assert dvc(repo, "status", "--json").stdout.strip() in ("{}", "")

@@ -19,7 +19,7 @@ import yaml
 from mlflow import MlflowClient
 
 from regbench import config, io
-from regbench.claims import judge as claims
+from regbench.claims import evaluate, schema, verdict
 from regbench.data import fetch
 from regbench.schema import ParamsError
 from regbench.train import provenance, records, tracking
@@ -198,27 +198,27 @@ def write_registry(tmp_path: Path, change=None, text: str | None = None) -> Path
 
 def test_a_claim_naming_an_unknown_variant_is_an_error_unless_params_are_trimmed(tmp_path):
     path = write_registry(tmp_path, lambda raw: raw["claims"][2]["test"].update(variant="dropuot"))
-    registry = claims.load_registry(path)
+    registry = schema.load_registry(path)
     params = config.parse(real_params())
     with pytest.raises(ParamsError, match=r"'circles.dropout_raises_test' names circles variant\(s\) dropuot"):
-        claims.evaluate(registry, params, tmp_path / "results")
+        evaluate.evaluate(registry, params, tmp_path / "results")
     trimmed = copy.deepcopy(real_params())
     trimmed["claims"]["on_missing_variant"] = "not_run"
-    evaluation = claims.evaluate(registry, config.parse(trimmed), tmp_path / "results")
-    assert evaluation["claims"]["circles.dropout_raises_test"]["verdict"] == claims.NOT_RUN
+    evaluation = evaluate.evaluate(registry, config.parse(trimmed), tmp_path / "results")
+    assert evaluation["claims"]["circles.dropout_raises_test"]["verdict"] == verdict.NOT_RUN
 
 
 def test_a_single_test_must_state_its_line(tmp_path):
     path = write_registry(tmp_path, lambda raw: raw["claims"][0]["test"].pop("line"))
     with pytest.raises(ParamsError, match=r"claims.yaml: claims\[0\].test.line = None: a single test needs the line"):
-        claims.load_registry(path)
+        schema.load_registry(path)
 
 
 def test_claims_yaml_that_is_not_yaml_is_named_without_a_traceback(tmp_path):
     path = write_registry(tmp_path, text="claims:\n  - id: x\n    test: {kind: paired\n")
     named = r"(?s)claims.yaml is not valid YAML: fix the place named here.\n.*line 3, column 11"
     with pytest.raises(ParamsError, match=named):
-        claims.load_registry(path)
+        schema.load_registry(path)
 
 
 @pytest.mark.parametrize("bad", ["nan", "1e400", "-inf"])

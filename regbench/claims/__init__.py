@@ -1,1 +1,3 @@
-"""Claims: the registry schema, the measures, the statistics and the verdicts; adaptive repeats; drift."""
+"""The claims: schema (claims.yaml), measures, stats, judge (one claim), family (Holm over every decision),
+verdict (the typed Verdict and its labels), evaluate (the whole registry), mlflow_tags, decide (adaptive
+repeats) and drift (against a reference run)."""

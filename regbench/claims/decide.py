@@ -1,12 +1,13 @@
-"""Adaptive repeats: grow the seeds of undecided claims' variants, batch by batch, until every claim is decided.
+"""Adaptive repeats: grow the seeds of undecided claims' variants, batch by batch, until every direction is decided.
 
 ``./run.sh decide`` (stages/decide.py) loops: ``dvc repro``; read reports/claims_detail.json; for every
-claim still inconclusive before its last look, add seeds to the variants it involves so that it reaches
-its next look (decide.start, start + batch, ..., max_repeats); write them to params.yaml; repeat. It
-stops when no claim can grow (each is decided or at max_repeats) or before a round that would exceed
-decide.budget_runs or decide.budget_seconds.
+claim whose direction (a band claim: its band) is still undecided before its last look, add seeds to the
+variants it involves so that it reaches its next look (decide.start, start + batch, ..., max_repeats);
+write them to params.yaml; repeat. A claim whose size alone is decided goes on. It stops when no claim
+can grow (each is decided or at max_repeats) or before a round that would exceed decide.budget_runs or
+decide.budget_seconds.
 
-The verdicts are made by the claims stage from params and results alone (claims.judge_sequential), so a
+The verdicts are made by the claims stage from params and results alone (regbench.claims.judge), so a
 plain ``dvc repro`` of the final params.yaml reproduces them; this module only chooses seeds. It writes
 two files, each atomically (regbench/io.py): params.yaml (comments kept: ruamel.yaml round trip) and
 reports/decide_rounds.json (the rounds so far). A round's record is written before params.yaml grows,
@@ -35,13 +36,15 @@ ROUNDS = Path("reports/decide_rounds.json")
 DETAIL = Path("reports/claims_detail.json")
 PARAMS = Path("params.yaml")
 # What each round keeps of a claim's verdict.
-ROUND_KEYS = ("verdict", "repeats", "mean", "ci_low", "ci_high", "confidence", "decided_by", "reason")
+ROUND_KEYS = ("verdict", "verdict_alone", "repeats", "mean", "ci_low", "ci_high", "confidence", "decided_by", "reason")
 
 
 def next_look(entry: Mapping[str, Any], looks: tuple[int, ...]) -> int | None:
-    """The repeats of the claim's next look, or None when it is decided, not run, or at its last look."""
+    """The repeats of the claim's next look, or None when its direction is decided, it is not run, or at its
+    last look. A claim whose size alone is decided ("no effect of the published size") goes on: the
+    direction is the claim, and a small real effect is decided with more repeats."""
     sequential = entry.get("sequential")
-    if entry.get("verdict") != "inconclusive" or sequential is None or sequential["at_max_repeats"]:
+    if sequential is None or not sequential["open"]:
         return None
     reached = sequential["history"][-1]["repeats"] if sequential["history"] else 0
     return next(n for n in looks if n > reached)

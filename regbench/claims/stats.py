@@ -16,7 +16,13 @@ and by tests/test_stats.py at n = 3, 5, 10, 20):
   is the distribution-free companion: exact (all 2**n sign patterns) up to ``sign_flip_exact_max``
   repeats, so its p-value can never be below 1 / 2**n (1/32 at 5 repeats). It drives the verdict only
   when the t statistic is undefined (every repeat gives the same value), where the t test would claim
-  certainty from zero spread.
+  certainty from zero spread. Values that agree to float32 precision are ties (``snap_ties``).
+- **Two questions per claim** (``judge_looks``): the direction (one-sided t towards each side of the
+  line) and the size (one-sided t that the mean lies below line + smallest effect), each decision a test
+  of its own at the look's level; regbench.claims.verdict derives the label from both.
+- **Exact group-sequential levels** (``sequential_levels``) for the looks of ``./run.sh decide``, and
+  ``group_sequential_p`` for Holm's family over every decision (regbench.claims.family).
+- **Prediction interval** (``prediction_interval``): could one published run have come out of this setup?
 - **BCa bootstrap** (``scipy.stats.bootstrap``, ``method='BCa'``) is reported, for comparison only, from
   ``bca_min_repeats`` (20) repeats on. It drives nothing: ``bench/bca_coverage.md`` simulates a nominal
   95 % BCa interval covering 85 % at 5 repeats, 90 % at 10, 91 % at 20 and 93 % at 30 for normal values
@@ -98,86 +104,64 @@ def t_interval(sample: np.ndarray, confidence: float) -> tuple[np.ndarray, np.nd
     return np.where(flat, mean, low), np.where(flat, mean, high)
 
 
+# Values that agree to this relative precision are the same value. A float32 number carries about 7
+# significant digits (machine epsilon 1.2e-7), and a contrast of two float32 measures (accuracies near 0.8
+# differing by 0.03) loses about 1.5 digits more, so 1e-5 of the sample's largest magnitude merges every
+# float32-rounded copy of one value and nothing a measure resolves (a step of one test example of 70 is 0.014).
+TIE_TOLERANCE = 1e-5
+
+
+def snap_ties(sample: np.ndarray, line: float = 0.0) -> np.ndarray:
+    """Each row with values that agree within ``TIE_TOLERANCE`` (relative) made exactly equal, order kept.
+
+    Rows are sorted, neighbours closer than the tolerance joined into one group, and every member of a
+    group given the group's smallest value; values within the tolerance of ``line`` become ``line``. So
+    five identical differences, one of them rounded to float32, are five equal values again: the t
+    statistic is undefined and the exact sign-flip test decides (p = 1/32), as for the exact copy.
+    """
+    sample = np.atleast_2d(np.asarray(sample, float))
+    if sample.shape[-1] == 0:
+        return sample
+    scale = np.maximum(np.max(np.abs(sample), axis=-1, keepdims=True), abs(line))
+    tolerance = TIE_TOLERANCE * np.maximum(scale, 1e-300)
+    order = np.argsort(sample, axis=-1, kind="stable")
+    ordered = np.take_along_axis(sample, order, axis=-1)
+    starts = np.concatenate([np.ones_like(ordered[:, :1], bool), np.diff(ordered, axis=-1) > tolerance], axis=-1)
+    # Each group's smallest value: the value at its start, the latest start at or before each position.
+    group_start = np.maximum.accumulate(np.where(starts, np.arange(ordered.shape[-1]), 0), axis=-1)
+    snapped_sorted = np.take_along_axis(ordered, group_start, axis=-1)
+    snapped_sorted = np.where(np.abs(snapped_sorted - line) <= tolerance, line, snapped_sorted)
+    snapped = np.empty_like(snapped_sorted)
+    np.put_along_axis(snapped, order, snapped_sorted, axis=-1)
+    return snapped
+
+
 def _no_spread(sample: np.ndarray) -> np.ndarray:
-    """Rows whose values are all equal (to rounding): the t statistic is undefined there."""
-    scale = np.maximum(np.abs(sample).max(axis=-1), 1e-300)
-    return np.ptp(sample, axis=-1) <= 1e-12 * scale
+    """Rows whose values are all equal (after ``snap_ties``): the t statistic is undefined there."""
+    return np.ptp(sample, axis=-1) == 0
 
 
 def one_sided_p(
-    sample: np.ndarray, line: float, alternative: str, exact_max: int, seed: Any
+    sample: np.ndarray, line: float, alternative: str, exact_max: int = 16, seed: Any = 0
 ) -> tuple[np.ndarray, np.ndarray]:
-    """(p, method) per row: the one-sided t p-value, or the exact sign-flip one where a row has no spread."""
-    sample = np.atleast_2d(np.asarray(sample, float))
+    """(p, method) per row: the one-sided t p-value, or the exact sign-flip one where a row has no spread.
+
+    Ties are snapped first (``snap_ties``). A row without spread is n copies of one value: every sign
+    pattern but the observed one moves the mean towards the line, so the exact sign-flip p is 1/2^n when
+    the value lies beyond the line on the tested side and 1 otherwise (scipy.stats.permutation_test gives
+    the same; computed directly so that simulations need no permutation run per row).
+    """
+    sample = snap_ties(sample, line)
     p = _t(sample, line, alternative)
     flat = _no_spread(sample)
     if flat.any():
         p = p.copy()
-        p[flat] = sign_flip_p(sample[flat], line, alternative, exact_max, seed)
+        beyond = sample[flat, 0] > line if alternative == "greater" else sample[flat, 0] < line
+        p[flat] = np.where(beyond, 2.0 ** -sample.shape[-1], 1.0)
     return p, np.where(flat, "sign-flip", "t")
 
 
 # --- decisions ---------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Directional:
-    """Per-row arrays of a directional decision (rows: simulated samples; one row for a real claim)."""
-
-    verdict: np.ndarray
-    decided_by: np.ndarray
-    p_value: np.ndarray  # one-sided, towards the claimed side of the line: drives "reproduced"
-    p_smallest_effect: np.ndarray  # one-sided, that the effect is below the smallest effect of interest
-    method: np.ndarray
-    ci_low: np.ndarray
-    ci_high: np.ndarray
-
-
-def decide_directional(
-    sample: np.ndarray,
-    line: float,
-    direction: str,
-    smallest_effect: float,
-    confidence: float,
-    exact_max: int = 16,
-    seed: Any = 0,
-) -> Directional:
-    """Reproduced, refuted or inconclusive for "the mean lies on the ``direction`` side of ``line``".
-
-    Reproduced when the one-sided p towards the claimed side is below alpha (the interval lies beyond
-    the line); refuted when the effect beyond the line is shown smaller than ``smallest_effect`` at the
-    same alpha (the interval lies below line + smallest effect on the claimed side, which includes an
-    interval on the wrong side of the line). Both can hold when the whole interval sits between the line
-    and the smallest effect (a real effect, smaller than the smallest of interest): the claim's
-    direction is then reproduced, and the claims stage records that the effect is small.
-    """
-    sample = np.atleast_2d(np.asarray(sample, float))
-    alpha = one_sided_alpha(confidence)
-    sign = 1.0 if direction == "greater" else -1.0
-    opposite = "less" if direction == "greater" else "greater"
-    p, method = one_sided_p(sample, line, direction, exact_max, seed)
-    threshold = line + sign * smallest_effect
-    p_small, _ = one_sided_p(sample, threshold, opposite, exact_max, seed)
-    low, high = t_interval(sample, confidence)
-    mean = sample.mean(axis=-1)
-    reproduced = p < alpha
-    refuted = ~reproduced & (p_small < alpha)
-    wrong_side = sign * (mean - line) <= 0
-    verdict = np.where(reproduced, "reproduced", np.where(refuted, "refuted", "inconclusive"))
-    decided_by = np.where(
-        reproduced,
-        "interval beyond the line",
-        np.where(
-            refuted & wrong_side & (smallest_effect == 0),
-            "interval on the wrong side of the line",
-            np.where(
-                refuted,
-                "interval below the smallest effect of interest",
-                "interval contains the line and reaches the smallest effect of interest",
-            ),
-        ),
-    )
-    return Directional(verdict, decided_by, p, p_small, method, low, high)
 
 
 @dataclass(frozen=True)
@@ -197,7 +181,7 @@ def decide_level(
     """Equivalence (two one-sided tests, TOST) of the mean with a band, at alpha per side.
 
     Reproduced when both one-sided tests put the mean inside the band (p_equivalence < alpha), i.e. the
-    two-sided interval at ``confidence`` lies within it; refuted when a one-sided test puts it outside
+    two-sided interval at ``confidence`` lies within it; contradicted when a one-sided test puts it outside
     (the interval lies wholly beyond a bound). TOST at alpha = 0.025 per side is stricter than the
     textbook 5 % TOST (a 90 % interval): it keeps one interval and one error rate for every claim.
     """
@@ -210,9 +194,9 @@ def decide_level(
     p_equivalence = np.maximum(above_low, below_high)
     p_outside = np.minimum(under_low, over_high)
     low, high = t_interval(sample, confidence)
-    reproduced = p_equivalence < alpha
-    refuted = ~reproduced & (p_outside < alpha)
-    verdict = np.where(reproduced, "reproduced", np.where(refuted, "refuted", "inconclusive"))
+    reproduced = p_equivalence <= alpha
+    refuted = ~reproduced & (p_outside <= alpha)
+    verdict = np.where(reproduced, "reproduced", np.where(refuted, "contradicted", "undecided"))
     decided_by = np.where(
         reproduced,
         "interval inside the band",
@@ -227,7 +211,7 @@ def decide_equivalence(
     """Sameness: TOST of the mean (of a paired difference) against the band [-margin, +margin].
 
     The same two one-sided tests as ``decide_level``, each at alpha: reproduced when the interval lies
-    inside ±margin, refuted when it lies wholly outside, inconclusive when it straddles an edge. Its
+    inside ±margin, contradicted when it lies wholly outside, undecided when it straddles an edge. Its
     error rates (simulated in tests/test_stats.py): a mean on an edge is called the same in at most alpha
     of samples, and a mean inside the margin is called different in at most alpha (Schuirmann's TOST;
     Lakens 2017, "Equivalence tests", Social Psychological and Personality Science 8(4)).
@@ -252,14 +236,18 @@ def standardized_effect(sample: np.ndarray, line: float) -> float | None:
 
 
 def improvement_share(sample: np.ndarray, line: float, direction: str, confidence: float) -> dict[str, float]:
-    """Share of repeats on the claimed side of the line (ties count against), Clopper-Pearson interval.
+    """Share of repeats on the claimed side of the line, a tie (to ``snap_ties``) counting one half.
 
-    scipy.stats.binomtest(...).proportion_ci(method='exact') is the Clopper-Pearson interval.
+    The interval runs from the Clopper-Pearson lower bound with every tie a loss to the upper bound with
+    every tie a win (scipy.stats.binomtest(...).proportion_ci(method='exact')), so it covers whichever way
+    the ties are read.
     """
     sign = 1.0 if direction == "greater" else -1.0
-    wins = int(np.count_nonzero(sign * (np.asarray(sample) - line) > 0))
-    interval = stats.binomtest(wins, len(sample)).proportion_ci(confidence_level=confidence, method="exact")
-    return {"share": wins / len(sample), "low": float(interval.low), "high": float(interval.high), "count": wins}
+    beyond = sign * (snap_ties(sample, line)[0] - line)
+    wins, ties, count = int(np.sum(beyond > 0)), int(np.sum(beyond == 0)), len(beyond)
+    low = stats.binomtest(wins, count).proportion_ci(confidence_level=confidence, method="exact").low
+    high = stats.binomtest(wins + ties, count).proportion_ci(confidence_level=confidence, method="exact").high
+    return {"share": (wins + 0.5 * ties) / count, "low": float(low), "high": float(high), "count": wins, "ties": ties}
 
 
 def power(effect: float, repeats: int, alpha: float) -> float:
@@ -349,11 +337,12 @@ def calibration(
     false "reproduced" rate of a level claim whose true mean lies just outside its band.
     """
     rng = np.random.default_rng([seed, repeats])
+    alpha = one_sided_alpha(confidence)
     rates: dict[str, dict[str, float]] = {}
     for name, sampler in (nulls or NULLS).items():
         sample = sampler(rng, (draws, repeats))
         false = max(
-            float(np.mean(decide_directional(sample, 0.0, side, 0.0, confidence).verdict == "reproduced"))
+            float(np.mean(judge_looks(sample, 0.0, side, 0.0, (repeats,), (alpha,)).direction == 1))
             for side in ("greater", "less")
         )
         low, high = t_interval(sample, confidence)
@@ -366,18 +355,14 @@ def calibration(
 # --- sequential looks (adaptive repeats) -------------------------------------------------------
 #
 # ``./run.sh decide`` adds repeats to undecided claims and looks again. Judging every look at the full
-# alpha would inflate the false-verdict rate (each look is another chance of a false decision), so each
-# look k gets its own share alpha_k of the one-sided alpha from an alpha-spending function f
-# (Lan & DeMets 1983, "Discrete sequential boundaries for clinical trials", Biometrika 70:659):
-# alpha_k = f(t_k) - f(t_{k-1}) with information fraction t_k = n_k / max_repeats and f(1) = alpha. The two
+# alpha would inflate the false-verdict rate (each look is another chance of a false decision), so the
+# looks spend the one-sided alpha by a spending function f (Lan & DeMets 1983, "Discrete sequential
+# boundaries for clinical trials", Biometrika 70:659): the chance of first crossing at look k is
+# f(t_k) - f(t_{k-1}) (``look_alphas``), information fraction t_k = n_k / max_repeats, f(1) = alpha. The
 # Lan-DeMets functions are as in R gsDesign's sfLDOF / sfLDPocock (https://rdrr.io/pkg/gsDesign/man/sfLDOF.html).
-# Each look is the ordinary fixed-n decision (Student t / TOST above) at alpha_k, and the union
-# (Bonferroni) bound P(any false decision) <= sum_k alpha_k = alpha holds whatever the dependence between
-# looks, so the procedure needs no joint distribution of t statistics with estimated variances (which
-# exact group-sequential boundaries would, and which is not well approximated at 5-20 repeats). The
-# price is some conservatism against exact boundaries; tests/test_stats.py measures the error rate.
-# The same alpha_k guards "refuted" decisions (their one-sided tests are at the same alpha_k), so both
-# error rates are bounded.
+# Each look's nominal level is exact for t statistics (``sequential_levels`` below, by simulation), so the
+# whole alpha is spent; every decision of a claim (direction either way, size) is a one-sided test with
+# these levels. Across claims, Holm takes each decision's ``group_sequential_p``, valid at every level.
 
 SPENDING_FUNCTIONS = ("pocock", "obrien-fleming", "linear")
 
@@ -438,33 +423,184 @@ def sequential_p(p_values: np.ndarray, alphas: tuple[float, ...]) -> np.ndarray:
     return np.minimum(1.0, weighted.min(axis=-1))
 
 
-def sequential_directional(
+# --- exact group-sequential boundaries ---------------------------------------------------------
+#
+# The looks' nominal levels spend the whole alpha: a_1 = f(t_1) and, for k > 1, a_k is chosen so that the
+# chance of first crossing at look k, under no effect, is the spending function's increment f(t_k) - f(t_{k-1})
+# (Lan & DeMets 1983). With Student t statistics at 5-20 repeats the joint law of the looks' statistics is
+# not the normal one the usual recursive integration (R gsDesign, scipy's multivariate normal) assumes, but
+# it is free of the mean and the scale: under no effect it is that of t statistics of cumulative normal
+# samples, whatever the sd. So the levels are calibrated by simulating exactly that law (SIMULATION_DRAWS
+# normal samples, seeded: the levels are a function of the look schedule alone) and taking, look by look,
+# the quantile of the p-values among the samples that have not crossed yet. No library does this for t
+# statistics (statsmodels has no group-sequential design; adastop is a permutation step-down for
+# comparing agents on a fixed grid of interims): the hand-written part is the ten lines of
+# ``sequential_levels``, checked against a fresh simulation in tests/test_stats.py.
+# The first look's level is exactly f(t_1): a t p-value is uniform under normal noise. Monte Carlo error of a
+# later level: the increment is about 0.005 of 200,000 draws, 1,000 crossings, a relative error of about 3 %
+# on that increment, 0.4 % of the total alpha.
+
+SIMULATION_DRAWS = 200_000
+SIMULATION_SEED = 20240524
+
+
+def _t_p_by_look(sample: np.ndarray, looks: tuple[int, ...]) -> np.ndarray:
+    """One-sided ("greater", against 0) t p-values of each row's first n_k values, one column per look."""
+    first = np.cumsum(sample, axis=-1)
+    second = np.cumsum(sample**2, axis=-1)
+    columns = []
+    for n in looks:
+        mean = first[:, n - 1] / n
+        variance = np.maximum(second[:, n - 1] - n * mean**2, 0.0) / (n - 1)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t_value = mean / np.sqrt(variance / n)
+        columns.append(stats.t.sf(t_value, n - 1))
+    return np.stack(columns, axis=-1)
+
+
+@functools.lru_cache(maxsize=32)
+def sequential_levels(
+    looks: tuple[int, ...], alpha: float, spending: str, draws: int = SIMULATION_DRAWS, seed: int = SIMULATION_SEED
+) -> tuple[float, ...]:
+    """The nominal one-sided level of each look's t p-value: crossing first at look k has the spending
+    function's increment as its chance under no effect, so the levels spend exactly ``alpha`` in all."""
+    increments = look_alphas(looks, alpha, spending)
+    if len(looks) == 1:
+        return (float(alpha),)
+    sample = np.random.default_rng(seed).standard_normal((draws, looks[-1]))
+    p = _t_p_by_look(sample, looks)
+    levels = [increments[0]]
+    alive = p[:, 0] > levels[0]
+    for k in range(1, len(looks)):
+        crossings = int(round(increments[k] * draws))
+        candidates = np.sort(p[alive, k])
+        level = float(candidates[crossings - 1]) if crossings >= 1 else 0.0
+        levels.append(level)
+        alive &= p[:, k] > level
+    return tuple(float(v) for v in levels)
+
+
+def group_sequential_p(p_values: np.ndarray, increments: tuple[float, ...]) -> np.ndarray:
+    """The family's p-value of one decision over its looks: ``sequential_p`` with the spending increments.
+
+    Valid at every level whatever the dependence between looks (union bound), so Holm can use it at alpha / m;
+    a decision it makes at alpha was also made by the exact levels (a_k >= increment_k).
+    """
+    return sequential_p(p_values, increments)
+
+
+@dataclass(frozen=True)
+class Looks:
+    """The outcome of judging rows of values look by look (rows: simulated samples, or one real claim).
+
+    ``direction``: +1 established (beyond the line on the claimed side), -1 contradicted (wholly on the other
+    side), 0 undecided. ``smaller``: the mean shown below line + smallest effect at some look reached.
+    ``look``: index of the look whose interval is shown (the one that decided the direction, else the last
+    reached; -1 none reached). p-values per decision and look (NaN: not tested at that look).
+    """
+
+    direction: np.ndarray
+    smaller: np.ndarray
+    look: np.ndarray
+    p_beyond: np.ndarray  # (rows, looks): one-sided p that the mean lies beyond the line on the claimed side
+    p_wrong_side: np.ndarray  # the mean lies on the other side of the line
+    p_smaller: np.ndarray  # the mean lies below line + smallest effect (NaN columns when the smallest effect is 0)
+
+    def family_p(self, increments: tuple[float, ...]) -> dict[str, np.ndarray]:
+        """Each decision's p over the looks it was tested at (``group_sequential_p``)."""
+        return {
+            "direction reproduced": group_sequential_p(self.p_beyond, increments),
+            "direction contradicted": group_sequential_p(self.p_wrong_side, increments),
+            "smaller than the smallest effect": group_sequential_p(self.p_smaller, increments),
+        }
+
+
+def judge_looks(
     sample: np.ndarray,
     line: float,
     direction: str,
     smallest_effect: float,
     looks: tuple[int, ...],
-    alphas: tuple[float, ...],
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(verdict, look index, sequential p) per row when each row is looked at after its first n_k values,
-    alpha_k at look k.
+    levels: tuple[float, ...],
+    available: int | None = None,
+) -> Looks:
+    """Direction and size of each row, look by look: look k judges the first n_k values at level a_k.
 
-    The first look whose verdict is not inconclusive decides; rows undecided at the last look stay
-    inconclusive (look index -1). The sequential p (``sequential_p``) is over the looks each row
-    reached. Rows must hold at least ``looks[-1]`` values.
+    The direction is decided when the one-sided t p towards either side reaches a_k (the 1 - 2 a_k interval
+    lies beyond the line, or wholly on the other side); the rows stop there. "Smaller" is decided when the
+    p that the mean lies below line + smallest effect reaches a_k, at any look before the direction is; a row
+    goes on after it, since the direction is the claim (``./run.sh decide`` goes on until the direction is
+    decided or the budget ends). Every decision is a one-sided test whose looks cross at most with the spent
+    alpha under its null, so each has its own error bound; ``available``: values each row has (default all).
     """
     sample = np.atleast_2d(np.asarray(sample, float))
-    verdict = np.full(sample.shape[0], "inconclusive", dtype=object)
-    decided_at = np.full(sample.shape[0], -1)
-    p_by_look = np.full((sample.shape[0], len(looks)), np.nan)
-    for index, (repeats, alpha) in enumerate(zip(looks, alphas, strict=True)):
-        open_rows = decided_at < 0
-        if not open_rows.any():
+    rows = sample.shape[0]
+    available = sample.shape[-1] if available is None else available
+    sign = 1.0 if direction == "greater" else -1.0
+    opposite = "less" if direction == "greater" else "greater"
+    decided = np.zeros(rows, int)
+    smaller = np.zeros(rows, bool)
+    shown = np.full(rows, -1)
+    p_beyond, p_wrong, p_small = (np.full((rows, len(looks)), np.nan) for _ in range(3))
+    for k, (n, level) in enumerate(zip(looks, levels, strict=True)):
+        if n > available:
             break
-        look = decide_directional(sample[open_rows, :repeats], line, direction, smallest_effect, 1.0 - 2.0 * alpha)
-        rows = np.flatnonzero(open_rows)
-        p_by_look[rows, index] = look.p_value
-        decided = look.verdict != "inconclusive"
-        verdict[rows[decided]] = look.verdict[decided]
-        decided_at[rows[decided]] = index
-    return verdict.astype(str), decided_at, sequential_p(p_by_look, alphas)
+        open_rows = np.flatnonzero(decided == 0)
+        if open_rows.size == 0:
+            break
+        part = sample[open_rows, :n]
+        beyond, _ = one_sided_p(part, line, direction)
+        wrong, _ = one_sided_p(part, line, opposite)
+        p_beyond[open_rows, k], p_wrong[open_rows, k] = beyond, wrong
+        if smallest_effect > 0:
+            below, _ = one_sided_p(part, line + sign * smallest_effect, opposite)
+            p_small[open_rows, k] = below
+            smaller[open_rows] |= below <= level
+        decided[open_rows] = np.where(beyond <= level, 1, np.where(wrong <= level, -1, 0))
+        shown[open_rows] = k
+    # Shown on the wrong side of the line: smaller than any positive effect too.
+    smaller |= decided == -1
+    return Looks(decided, smaller, shown, p_beyond, p_wrong, p_small)
+
+
+def look_chances(
+    sample: np.ndarray,
+    line: float,
+    direction: str,
+    looks: tuple[int, ...],
+    levels: tuple[float, ...],
+    draws: int = 4000,
+    seed: Any = 0,
+) -> list[tuple[int, float]]:
+    """For an undecided claim: the chance of deciding its direction by each remaining look, given its values.
+
+    The repeats still to come are drawn from a normal law with the observed mean and sd (the usual plug-in
+    conditional power), appended to the observed ones, and judged at the design's remaining looks and levels;
+    the result is cumulative: (repeats at the look, probability the direction is decided by then).
+    """
+    sample = np.asarray(sample, float)
+    n = sample.size
+    remaining = [k for k, at in enumerate(looks) if at > n]
+    if not remaining or n < 2:
+        return []
+    rng = np.random.default_rng(seed)
+    future = rng.normal(sample.mean(), sample.std(ddof=1), (draws, looks[-1] - n))
+    full = np.concatenate([np.broadcast_to(sample, (draws, n)), future], axis=-1)
+    chosen = tuple(looks[k] for k in remaining)
+    outcome = judge_looks(full, line, direction, 0.0, chosen, tuple(levels[k] for k in remaining))
+    decided_by = np.where(outcome.direction != 0, outcome.look, len(chosen))
+    return [(at, float(np.mean(decided_by <= i))) for i, at in enumerate(chosen)]
+
+
+def prediction_interval(sample: np.ndarray, confidence: float) -> tuple[float, float]:
+    """The Student t prediction interval for one more run's value: mean +- t * sd * sqrt(1 + 1/n).
+
+    Exact for normal values (the new value and the sample mean are independent normals; their difference
+    over the sample sd is t with n - 1 degrees of freedom). It answers: could a single published run
+    have come out of this setup? A published figure is one run, not a mean.
+    """
+    sample = snap_ties(sample)[0]
+    n = sample.size
+    mean, spread = float(sample.mean()), float(sample.std(ddof=1))
+    half = float(stats.t.ppf(0.5 + confidence / 2.0, n - 1)) * spread * float(np.sqrt(1.0 + 1.0 / n))
+    return mean - half, mean + half

@@ -19,7 +19,9 @@ from typing import Any
 import numpy as np
 
 from regbench.claims import stats
+from regbench.claims.evaluate import counts_line
 from regbench.claims.judge import NOT_RUN, Measure, look_levels, per_repeat, run_name
+from regbench.claims.verdict import LABELS
 from regbench.config import Params
 from regbench.data.experiments import registry
 from regbench.io import atomic_path, read_json
@@ -31,7 +33,7 @@ from regbench.train.records import Run, load_runs
 from regbench.train.tracking import mlflow_ui_command, run_url, runs_view_url
 
 # Verdicts as words in a styled badge: icon glyphs render as empty boxes without an emoji font.
-VERDICTS = ("reproduced", "refuted", "inconclusive", NOT_RUN)
+VERDICTS = (*LABELS[:-1], NOT_RUN)
 # The seed tutorials, relative to reports/ (report.md and index.html): the repository's parent
 # holds shared/ (README: "../shared/experiments.md"), as in a clone with shared/ beside it.
 SEEDS_LINK = "../../shared/seeds/"
@@ -550,10 +552,8 @@ def how_to_read(evaluation: Mapping[str, Any], params: Params) -> list[str]:
         "deviation of the per-repeat values, positive on the claimed side) and the share of repeats on the "
         "claimed side with a Clopper-Pearson interval. The minimum detectable effect is the one these repeats "
         f"find with {settings.power:.0%} power.",
-        f"- **Multiple comparisons**: each verdict is at the per-claim level; Holm's step-down correction over the "
-        f"{summary['directional_tested']} directional claims "
-        + ("(their sequential p-values) " if params.decide.sequential else "")
-        + f"leaves {summary['holm_significant']} significant at {_fmt(alpha)}.",
+        f"- **Multiple comparisons**: every decision of every claim ({summary['decisions']}) is in one family; "
+        f"Holm's step-down correction over their p-values at {_fmt(alpha)} gives the headline verdicts.",
     ]
     if summary.get("family_caveat"):
         lines.append(f"- **Caveat**: {summary['family_caveat']}")
@@ -884,12 +884,7 @@ def build(
         "",
         "## Summary",
         "",
-        f"{summary['tested']} of {summary['claims']} claims tested: **{summary['reproduced']} reproduced**, "
-        f"**{summary['refuted']} refuted**, **{summary['inconclusive']} inconclusive**. "
-        f"{summary['directional_tested']} of them are directional claims with a p-value; across those, "
-        f"{summary['holm_significant']} stay significant at {_fmt(stats.one_sided_alpha(params.claims.confidence))} "
-        "(one-sided) after Holm's correction for multiple comparisons."
-        + (f" {summary['family_caveat']}" if summary.get("family_caveat") else ""),
+        counts_line(summary) + "." + (f" {summary['family_caveat']}" if summary.get("family_caveat") else ""),
         "",
         *summary_table(evaluation),
         "",
