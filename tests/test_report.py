@@ -431,6 +431,13 @@ def test_markdown_and_html_agree_on_every_number_and_interval_level(workdir):
     assert re.findall(levels, markdown) == re.findall(levels, page) and "95.0%" in re.findall(levels, page)
 
 
+def test_the_mlflow_names_the_report_gives_are_those_the_runs_are_logged_under():
+    from regbench.train import tracking
+
+    assert build.STAGE_TAG == tracking.STAGE_TAG
+    assert tracking.mlflow_ui_command(f"sqlite:///{tracking.DEFAULT_STORE}") == build.UI_COMMAND
+
+
 def test_the_report_is_a_function_of_code_params_and_data(workdir, tmp_path):
     """Built again elsewhere, under another MLflow store: the same bytes, and no path, host, time or run id."""
     from regbench import config
@@ -546,16 +553,16 @@ def test_the_first_page_names_each_tutorial_and_gives_every_claim_in_words(tmp_p
     for claim_id, entry in claims.items():
         if entry["verdict"] == "not run":
             continue
-        assert f"- **{entry['verdict']}**: Statement of {claim_id}." in first_page
+        assert f"- **{entry['verdict']}**: Statement of {claim_id}.\\\n" in first_page
         assert f"Why {claim_id} is {entry['verdict']}, in one sentence." in first_page
     assert (
         first_page.count(
-            "Published: 0.757 -> 0.814 (0.057 in the unit measured). Ours: 0.0057 [-0.014, 0.0254] (98.2% interval) "
-            "over 15 repeats; one run of ours falls in [-0.046, 0.058]; unit: accuracy."
+            "*Published:* 0.757 -> 0.814 (0.057 in the unit measured). *Ours:* 0.0057 [-0.014, 0.0254] (98.2% "
+            "interval) over 15 repeats; one run of ours falls in [-0.046, 0.058]; unit: accuracy."
         )
         == len(LABELS) + 1
     )
-    assert "- **not run**: Statement of imdb.noisier." in first_page and "Not run: not configured.\n" in first_page
+    assert "- **not run**: Statement of imdb.noisier.\\" in first_page and "Not run: not configured.\n" in first_page
     # The summary leads with the family-wise counts; every new label gets its own badge on the page.
     summary_line = markdown.split("\n## Summary\n")[1]
     assert summary_line.index("Family-wise") < summary_line.index("Each claim judged alone")

@@ -20,7 +20,7 @@ from regbench.claims import stats
 from regbench.claims.judge import Measure, per_repeat, run_name
 from regbench.config import Params
 from regbench.io import read_json
-from regbench.report.text import fmt
+from regbench.report.text import Md, escape, fmt
 from regbench.train import records
 from regbench.train.records import Run, load_runs
 
@@ -217,10 +217,14 @@ def finding(claim_id: str, entry: Mapping[str, Any], nominal_confidence: float) 
     )
 
 
-def why(entry: Mapping[str, Any], verdict: str) -> str:
+def why(entry: Mapping[str, Any], verdict: str) -> Md:
     """One sentence of why, from the numbers the claims stage judged (used when it gives none itself)."""
+    return Md(_why(entry, verdict))
+
+
+def _why(entry: Mapping[str, Any], verdict: str) -> str:
     if "mean" not in entry or "ci_low" not in entry:
-        reason = entry.get("reason") or "the variants it compares were not trained in this run"
+        reason = escape(entry.get("reason") or "the variants it compares were not trained in this run")
         return f"Not run: {reason.rstrip('.')}."
     low, high = fmt(entry["ci_low"]), fmt(entry["ci_high"])
     test = entry["test"]
