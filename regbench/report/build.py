@@ -8,6 +8,7 @@ code, params and data only: no timestamps, absolute paths, hosts or MLflow run i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -167,6 +168,11 @@ def context(
         "looks": Md(", ".join(map(str, looks))),
         "look_alphas": Md(", ".join(fmt(a, 3) for a in look_alphas)),
         "look_alphas_sum": fmt(sum(look_alphas), 3),
+        # The claims stage's exact group-sequential levels per look, where it writes them.
+        "boundary_levels": Md(
+            ", ".join(fmt(level, 3) for level in (evaluation.get("boundaries") or {}).get("levels", []))
+        ),
+        "stopped": stop_reason(rounds),
         "summary": evaluation["summary"],
         "summary_text": sections.summary_text(evaluation["summary"], alpha),
         # The claims stage's typed verdicts (regbench.claims.verdict): five labels, one Holm family.
@@ -185,6 +191,12 @@ def context(
         "provenance": sections.provenance(all_results, STAGE_TAG),
         "mlflow_ui": code(UI_COMMAND),
     }
+
+
+def stop_reason(rounds: Mapping[str, Any] | None) -> Md:
+    """Why ./run.sh decide stopped, without its timings (the committed report holds none: issue 25)."""
+    reason = (rounds or {}).get("stopped") or "still running"
+    return escape(re.sub(r":\s*[\d.]+ s of dvc repro spent", " (the time budget was spent)", reason))
 
 
 def drift_lines(evaluation: Mapping[str, Any]) -> list[str]:

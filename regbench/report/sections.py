@@ -283,7 +283,7 @@ def decision_lines(decision: Mapping[str, Any] | None) -> list[str]:
 
 def directional_lines(entry: Mapping[str, Any]) -> list[str]:
     side = "above" if entry["test"]["direction"] == "greater" else "below"
-    floor = entry["sign_flip_floor"]
+    floor = entry.get("sign_flip_floor")
     sequential = (
         f"over its looks (sequential p, the smallest p_k × alpha / alpha_k) {fmt(entry['p_sequential'], 3)}, "
         if "p_sequential" in entry
@@ -292,20 +292,30 @@ def directional_lines(entry: Mapping[str, Any]) -> list[str]:
     lines = [
         f"- {escape(entry['method'])}: one-sided p = {fmt(entry['p_value'], 3)} that the mean lies {side} "
         f"{fmt(entry['line'])} (decides at {fmt(entry['alpha_one_sided'])}), {sequential}"
-        f"Holm-adjusted over the directional claims {fmt(entry['p_holm'], 3)}; exact sign-flip p = "
-        f"{fmt(entry['p_sign_flip'], 3)} (its smallest possible value at {entry['repeats']} repeats: {fmt(floor, 3)})",
+        f"Holm-adjusted {fmt(entry.get('p_holm'), 3)}; exact sign-flip p = "
+        f"{fmt(entry.get('p_sign_flip'), 3)} (its smallest possible value at {entry['repeats']} repeats: "
+        f"{fmt(floor, 3)})",
     ]
     improvement = entry["improvement"]
+    on_side = (
+        f"{improvement['count']} of {entry['repeats']} repeats on the claimed side"
+        if "count" in improvement
+        else f"repeats on the claimed side (ties as one half): {percent(improvement['share'], 0)}"
+    )
     d_z = (
         f"Cohen's d_z towards the claim = {fmt(entry['cohens_dz'], 3)}; " if entry.get("cohens_dz") is not None else ""
     )
     lines.append(
-        f"- Effect beyond the line {fmt(entry['line'])}: {fmt(entry['effect_beyond_line'])} "
-        f"(its interval is the measured one, shifted by the line); {d_z}{improvement['count']} of "
-        f"{entry['repeats']} repeats on the claimed side ({percent(improvement['share'], 0)}, Clopper-Pearson "
-        f"{fmt(improvement['low'], 2)}–{fmt(improvement['high'], 2)})"
+        f"- Effect beyond the line {fmt(entry['line'])}: {fmt(entry.get('effect_beyond_line'))} "
+        f"(its interval is the measured one, shifted by the line); {d_z}{on_side}"
+        + (
+            f" ({percent(improvement['share'], 0)}, Clopper-Pearson {fmt(improvement['low'], 2)}–"
+            f"{fmt(improvement['high'], 2)})"
+            if "low" in improvement and "count" in improvement
+            else ""
+        )
     )
-    smallest = entry["smallest_effect"]
+    smallest = entry.get("smallest_effect") or 0.0
     if entry["verdict"] in ("refuted", "no effect of the published size") and smallest > 0:
         lines.append(
             f"- No effect of the published size: at most {fmt(entry['effect_at_most'])} beyond the line, below "
@@ -482,25 +492,19 @@ def looks(params: Params) -> tuple[list[int], list[float]]:
 
 
 def rounds_table(rounds: Mapping[str, Any]) -> Md:
+    """One row per round of ./run.sh decide: runs added, verdict counts, claims grown (no timings: issue 25)."""
+    vocabulary = list(dict.fromkeys(c.get("verdict") for r in rounds["rounds"] for c in r["claims"].values()))
     lines = [
-        "| round | dvc repro (s) | runs added | reproduced | refuted | inconclusive | claims grown |",
-        "|---|---|---|---|---|---|---|",
+        "| round | runs added | " + " | ".join(escape(v) for v in vocabulary) + " | claims grown |",
+        "|---" * (3 + len(vocabulary)) + "|",
     ]
-    vocabulary = list(dict.fromkeys(c["verdict"] for r in rounds["rounds"] for c in r["claims"].values()))
-    lines[0] = (
-        "| round | dvc repro (s) | runs added | " + " | ".join(escape(v) for v in vocabulary) + " | claims grown |"
-    )
-    lines[1] = "|---" * (4 + len(vocabulary)) + "|"
     for record in rounds["rounds"]:
-        verdicts = [c["verdict"] for c in record["claims"].values()]
+        verdicts = [c.get("verdict") for c in record["claims"].values()]
         grown = ", ".join(f"{code(c)} to {step['next_look']}" for c, step in record["plan"].items()) or "none"
         if not record.get("seeds_added"):
             grown = f"none (stopped) {grown if record['plan'] else ''}".strip()
-        lines.append(
-            f"| {record['round']} | {record['repro_seconds']:.0f} | {record.get('runs_added', 0)} | "
-            + "".join(f"{verdicts.count(v)} | " for v in vocabulary)
-            + f"{grown} |"
-        )
+        counts = "".join(f"{verdicts.count(v)} | " for v in vocabulary)
+        lines.append(f"| {record['round']} | {record.get('runs_added', 0)} | {counts}{grown} |")
     return _lines(*lines)
 
 
@@ -513,7 +517,8 @@ def looks_table(evaluation: Mapping[str, Any]) -> Md:
         note = escape(entry.get("reason", "")) if entry["verdict"] in ("inconclusive", "undecided") else ""
         lines.append(
             f"| {claim_link(claim_id)} | {label(entry['verdict'])} | {entry.get('repeats', 0)} of "
-            f"{sequential['repeats_available']} | {sequential['decided_at_look'] or '–'} | {fmt(entry.get('mean'))} | "
+            f"{sequential.get('repeats_available', '–')} | {sequential.get('decided_at_look') or '–'} | "
+            f"{fmt(entry.get('mean'))} | "
             f"{interval_text(entry) if 'ci_low' in entry else ''} | {note} |"
         )
     return _lines(*lines)
