@@ -82,10 +82,12 @@ def summary_text(summary: Mapping[str, Any], alpha: float) -> Md:
     """
     tested = f"{summary['tested']} of {summary['claims']} claims tested."
     if "family" in summary:
+        decisions = summary.get("decisions")
+        family = f"all {decisions} decisions of all claims" if decisions else "all decisions of all claims"
         text = (
-            f"{tested} Family-wise, with all {summary.get('decisions', '')} decisions of all claims in one Holm "
-            f"family at {fmt(alpha)} (one-sided): {counts(summary['family'])}. Each claim judged alone, at "
-            f"{fmt(alpha)}: {counts(summary.get('alone', {}))}."
+            f"{tested} Family-wise, with {family} in one Holm family at {fmt(alpha)} (one-sided): "
+            f"{counts(summary['family'])}. Each claim judged alone, at {fmt(alpha)}: "
+            f"{counts(summary.get('alone', {}))}."
         )
     else:
         text = (

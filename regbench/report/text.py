@@ -51,7 +51,8 @@ def fmt(value: Any, digits: int = 4) -> Md:
     if isinstance(value, (bool, np.bool_)):
         return Md(str(bool(value)))
     if isinstance(value, (float, np.floating)):
-        value = float(value)
+        # A mean of differences that cancel exactly in decimal comes out as ±1e-17 in binary: that is 0.
+        value = 0.0 if abs(float(value)) < 1e-12 else float(value)
         if abs(value) < 1e-3 and value != 0:
             return Md(f"{value:.{digits}g}")
         return Md(f"{value:.{digits}f}".rstrip("0").rstrip("."))
