@@ -360,6 +360,9 @@ def test_hostile_claim_text_comes_out_as_text_and_nothing_outside_reports_is_emb
     page = (out / "index.html").read_text()
     assert_inert(page, out / "figures")
     assert base64.b64encode(outside.read_bytes()).decode() not in page
+    # The source link names a file in ../shared/seeds/, whatever its text: no '/' leads elsewhere.
+    seeds = [value for _, name, value in parse(page).attributes if name == "href" and "shared/seeds/" in value]
+    assert seeds and all("/" not in link.split("shared/seeds/", 1)[1] for link in seeds)
     text = " ".join(parse(page).text)
     # The hostile text is there, to be read: as characters, in the first page, the summary and the section.
     assert text.count("<img src=x onerror=alert('statement')>") == 2  # first page and section

@@ -196,7 +196,7 @@ def claim_lines(entry: Mapping[str, Any], not_learned: Mapping[str, str]) -> Md:
     """The bullet points of one claim's section: source, test, measured values and statistics."""
     source = entry["source"]
     lines = [
-        f"- Source: [{code('seeds/' + source)}](<{SEEDS_LINK}{quote(source)}>); published: "
+        f"- Source: [{code('seeds/' + source)}]({SEEDS_LINK}{quote(source, safe='')}); published: "
         f"{escape(entry['published'])}"
         + (f" (as a number: {fmt(entry['published_value'])})" if entry.get("published_value") is not None else ""),
         f"- Test: {describe_test(entry)}",
