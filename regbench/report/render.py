@@ -22,6 +22,7 @@ from typing import Any
 import jinja2
 from markdown_it import MarkdownIt
 from markdown_it.token import Token
+from markupsafe import Markup
 
 from regbench.report.text import Md, code, escape, fmt, label, percent, slug
 
@@ -138,4 +139,4 @@ def page(markdown_text: str, title: str, base: Path) -> str:
     """One self-contained HTML page: the Markdown rendered safely, styles inline, figures embedded."""
     body = renderer(base).render(markdown_text)
     shell = jinja2.Environment(loader=jinja2.PackageLoader("regbench.report", "templates"), autoescape=True)
-    return shell.get_template("page.html.j2").render(title=title, body=jinja2.utils.markupsafe.Markup(body))
+    return shell.get_template("page.html.j2").render(title=title, body=Markup(body))
