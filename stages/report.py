@@ -8,7 +8,6 @@ from regbench import config
 from regbench.claims import decide
 from regbench.cli import no_arguments, run_stage
 from regbench.io import read_json
-from regbench.train import provenance
 
 DETAIL = Path("reports/claims_detail.json")
 RESULTS = Path("results/train")
@@ -24,7 +23,7 @@ def main(argv: list[str]) -> None:
     from regbench.report.build import build
 
     rounds = decide.load_rounds(decide.ROUNDS)
-    written = build(params, read_json(DETAIL), RESULTS, OUT, provenance.now(), rounds=rounds)
+    written = build(params, read_json(DETAIL), RESULTS, OUT, rounds=rounds)
     print(f"report: {OUT / 'report.md'} and {OUT / 'index.html'}, {len(written['figures'])} figures")
 
 

@@ -24,8 +24,8 @@ def test_identical_values_are_no_drift():
 
 
 def test_drift_is_measured_in_reference_seed_sd_and_verdict_flips_are_named():
-    reference = {"a": entry([0.0, 1.0, 2.0]), "b": entry([5.0, 5.0, 5.0], verdict="inconclusive")}
-    current = {"a": entry([0.5, 1.0, 1.5]), "b": entry([5.0, 5.0, 5.0], verdict="refuted")}
+    reference = {"a": entry([0.0, 1.0, 2.0]), "b": entry([5.0, 5.0, 5.0], verdict="undecided")}
+    current = {"a": entry([0.5, 1.0, 1.5]), "b": entry([5.0, 5.0, 5.0], verdict="contradicted")}
     report = drift.compare(current, reference, "HEAD")
     a = report["claims"]["a"]
     assert math.isclose(a["mean_abs_difference"], 1 / 3) and math.isclose(a["seed_sd"], 1.0)
@@ -62,8 +62,8 @@ def test_reference_from_a_git_revision_or_a_file(tmp_path):
 def test_the_report_shows_the_summary_and_a_row_per_claim_that_moved():
     from regbench.report.build import drift_lines
 
-    reference = {"a": entry([0.0, 1.0, 2.0]), "b": entry([5.0, 5.0, 5.0], verdict="inconclusive"), "c": entry([1.0])}
-    current = {"a": entry([0.5, 1.0, 1.5]), "b": entry([5.0, 5.0, 5.0], verdict="refuted"), "c": entry([1.0])}
+    reference = {"a": entry([0.0, 1.0, 2.0]), "b": entry([5.0, 5.0, 5.0], verdict="undecided"), "c": entry([1.0])}
+    current = {"a": entry([0.5, 1.0, 1.5]), "b": entry([5.0, 5.0, 5.0], verdict="contradicted"), "c": entry([1.0])}
     lines = drift_lines({"drift": drift.compare(current, reference, "reports/claims_detail.json at git revision HEAD")})
     text = "\n".join(lines)
     assert lines[0] == "## Drift against the reference run"
@@ -73,6 +73,6 @@ def test_the_report_shows_the_summary_and_a_row_per_claim_that_moved():
     )
     assert "verdicts changed: b." in text
     assert "| `a` | 3 | 0.3333 | 0.5 | reproduced -> reproduced |" in text
-    assert "| `b` | 3 | 0 | 0 | inconclusive -> refuted |" in text
+    assert "| `b` | 3 | 0 | 0 | undecided -> contradicted |" in text
     assert "`c`" not in text  # identical values, same verdict: nothing to show
     assert drift_lines({}) == []

@@ -72,7 +72,7 @@ def test_report_figures_tick_epochs_at_whole_numbers(tmp_path, monkeypatch):
     """A few epochs (imdb's 20, a quick run's 5) drew ticks at 2.5 and 7.5 before MaxNLocator(integer=True)."""
     import numpy as np
 
-    from regbench.train.variant import plots
+    from regbench.train import plots
 
     drawn = []
     monkeypatch.setattr(plots, "save", lambda figure, path: drawn.append(figure))

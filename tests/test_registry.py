@@ -133,9 +133,9 @@ def test_a_new_experiment_is_one_module_and_two_yaml_entries(tmp_path, mirror, m
     assert prepared["shapes"]["x_train"] == [30, 2] and prepared["source"]["source"] == "generated"
     verdicts = json.loads((repo / "reports/claims.json").read_text())["claims"]
     assert verdicts["moons.dropout_lowers_train"]["repeats"] == 2
-    assert verdicts["moons.dropout_lowers_train"]["verdict"] == "inconclusive"  # 2 repeats < claims.min_repeats
+    assert verdicts["moons.dropout_lowers_train"]["verdict"] == "undecided"  # 2 repeats < claims.min_repeats
     report = (repo / "reports/report.md").read_text()
-    assert "## moons" in report and "#### `moons.dropout_lowers_train`:" in report
+    assert "## moons" in report and "#### `moons.dropout_lowers_train`\n" in report
     # The report labels it as its module says: the headline metric heads its published-vs-measured table.
     assert "| baseline | train accuracy (inference mode) |" in report
     assert (repo / "reports/figures/moons_curves.png").is_file()
