@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from regbench import config
-from regbench.claims import drift
+from regbench.claims import drift, publish
 from regbench.claims import judge as claims
 from regbench.cli import no_arguments, run_stage
 from regbench.io import write_json
@@ -25,11 +25,11 @@ def main(argv: list[str]) -> None:
     evaluation["drift"] = drift.compare(evaluation["claims"], reference and reference.get("claims"), source)
     write_json(DETAIL, evaluation)
     write_json(METRICS, claims.metrics_view(evaluation))
-    tagged = claims.tag_mlflow_runs(evaluation, RESULTS)
+    published = publish.publish(evaluation, [METRICS, DETAIL])
     summary = evaluation["summary"]
     print(
         f"claims: {summary['tested']} of {summary['claims']} claims tested: {summary['reproduced']} reproduced, "
-        f"{summary['refuted']} refuted, {summary['inconclusive']} inconclusive; {tagged} MLflow runs tagged"
+        f"{summary['refuted']} refuted, {summary['inconclusive']} inconclusive; {published}"
     )
     print(f"claims: drift against the reference: {evaluation['drift']['summary']}")
 

@@ -28,7 +28,7 @@ from regbench.train.plots import METRIC_LABEL, plot_learning_curves, plot_side_b
 from regbench.train.plots import pyplot as _pyplot
 from regbench.train.plots import save as _save
 from regbench.train.records import Run, load_runs
-from regbench.train.tracking import mlflow_ui_command, run_url, runs_view_url
+from regbench.train.tracking import mlflow_ui_command
 
 # Verdicts as words in a styled badge: icon glyphs render as empty boxes without an emoji font.
 VERDICTS = ("reproduced", "refuted", "inconclusive", NOT_RUN)
@@ -749,22 +749,20 @@ def provenance(all_results: Mapping[str, ExperimentResults], params: Params) -> 
     if not manifests:
         return ["No train results."]
     first = manifests[0]
-    revisions = sorted({m["git_revision"] for m in manifests})
+    digests = sorted({m.get("code_digest", "?")[:16] for m in manifests})
     trained = {m["stage"]: {"members": m["members"], "seeds": m["seeds"], "train": m["train"]} for m in manifests}
     digest = hashlib.sha256(json.dumps(trained, sort_keys=True).encode()).hexdigest()
     lines = [
-        f"- Git revision(s) of the training code: {', '.join(f'`{r}`' for r in revisions)}",
+        f"- Code digest(s) of the training code: {', '.join(f'`{d}`' for d in digests)}",
         f"- Params digest (sha256 of every trained variant's settings, seeds and train knobs): `{digest[:16]}`",
         f"- Engine: `{first['engine']}`; device: {first['device']}",
         "- Library versions: " + ", ".join(f"{k} {v}" for k, v in sorted(first["library_versions"].items())),
-        f"- Trained: {min(m['finished'] for m in manifests)} to {max(m['finished'] for m in manifests)}",
         "- Repeats (seeds) per experiment: "
         + "; ".join(
             f"{name} {list(next(iter(r.manifests.values()))['seeds'])}"
             for name, r in all_results.items()
             if r.manifests
         ),
-        f"- Total training time: {sum(m['training_seconds'] for m in manifests):.0f} s over {len(manifests)} stages",
         "",
         "| dataset | source | content digest |",
         "|---|---|---|",
@@ -773,30 +771,20 @@ def provenance(all_results: Mapping[str, ExperimentResults], params: Params) -> 
         if results.manifests:
             data = next(iter(results.manifests.values()))["data_manifest"]
             lines.append(f"| {name} | {data['source']['source']} | `{data['content_digest'][:16]}…` |")
-    uri = first["mlflow"]["tracking_uri"]
-    server = mlflow_server(uri)
-    opening = (
-        f"open the store with `{mlflow_ui_command(uri)}` (it serves {server}), then follow the links"
-        if server == MLFLOW_UI_DEFAULT
-        else f"the links go to that server, {server}"
-    )
+    # Run ids, timings and store paths differ from run to run and clone to clone: they are in the run log
+    # (logs/<stage>.jsonl) and in MLflow, where each stage's parent run carries the tag regbench.stage.
     lines += [
         "",
-        f"MLflow: tracking URI `{uri}`; {opening}. Each experiment's runs view lists one parent run per "
-        "train stage, with the means over repeats as its metrics, and the repeats as its child runs.",
+        "MLflow: each train stage's runs are in the experiment below of the tracking store "
+        "(`MLFLOW_TRACKING_URI`, default `mlflow.db` in the repository), its parent run tagged "
+        f"`regbench.stage = train@<stage>`; open a local store with `{mlflow_ui_command('sqlite:///mlflow.db')}`.",
         "",
-        "| stage | MLflow experiment | parent run id |",
-        "|---|---|---|",
+        "| stage | MLflow experiment |",
+        "|---|---|",
     ]
     for name, results in all_results.items():
         for manifest in results.manifests.values():
-            ids = manifest["mlflow"]
-            experiment = f"`regbench/{name}`"
-            if ids.get("experiment_id") is not None:
-                experiment = f"[{experiment} runs]({runs_view_url(server, ids['experiment_id'])})"
-            run = ids["parent_run_id"]
-            link = run_url(server, run, ids.get("experiment_id"))
-            lines.append(f"| `{manifest['stage']}` | {experiment} | [`{run}`]({link}) |")
+            lines.append(f"| `{manifest['stage']}` | `{manifest.get('mlflow_experiment', f'regbench/{name}')}` |")
     return lines
 
 
