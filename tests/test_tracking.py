@@ -3,9 +3,15 @@ locations, a store that cannot be written, the run log; the progress line."""
 
 import io
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 import time
 
+import pytest
+import yaml
 from mlflow import MlflowClient
 
 from regbench.train.progress import Progress
@@ -30,7 +36,8 @@ from regbench.train.tracking import (
     start_stage_run,
     unwritable,
 )
-from tests.conftest import REPO_ROOT
+from stages import prepare as prepare_stage
+from tests.conftest import REPO_ROOT, shrunk_params
 
 HISTORY = {"loss": [0.9, 0.5, 0.3], "val_loss": [0.8, 0.6, 0.7], "reg_loss": [0.0, 0.0, 0.0]}
 
@@ -225,3 +232,41 @@ def test_the_progress_eta_counts_evaluation_and_logging(monkeypatch):
     progress.begin("run 2", 10)
     # Training took half of run 1's time: run 2 at its last epoch is half done, the stage three quarters.
     assert progress.fraction(10) == 0.75
+
+
+def _can_mount() -> bool:
+    probe = subprocess.run(["unshare", "-m", "true"], capture_output=True)
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(shutil.which("unshare") is None or not _can_mount(), reason="needs `unshare -m` to mount a tmpfs")
+def test_a_full_disk_under_the_store_ends_in_one_line_and_keeps_every_trained_run(tmp_path, mirror, monkeypatch):
+    """A real tmpfs, filled to 64 KiB short of full: the store fills up while the child runs are logged."""
+    raw = shrunk_params(mirror, {"circles": ["overfit"]}, epochs=3, seeds=tuple(range(8)))
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
+    shutil.copy(REPO_ROOT / "claims.yaml", tmp_path / "claims.yaml")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    prepare_stage.main(["circles"])
+    seed, store = tmp_path / "seed", tmp_path / "store"
+    store.mkdir()
+    Tracker("regbench/circles", f"sqlite:///{seed / 'mlflow.db'}")  # tables made on a disk with room
+    size = 2 * 1024 * 1024
+    filler = size - (seed / "mlflow.db").stat().st_size - 64 * 1024
+    script = (
+        f"mount -t tmpfs -o size={size} tmpfs {store} && cp {seed / 'mlflow.db'} {store}/ && "
+        f"fallocate -l {filler} {store}/filler && exec {sys.executable} -m stages.train circles-overfit"
+    )
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{store / 'mlflow.db'}", "PYTHONPATH": str(REPO_ROOT)}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    done = subprocess.run(["unshare", "-m", "sh", "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert done.returncode == 1, done.stderr
+    errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert str(store / "mlflow.db") in errors[0] and "free space" in errors[0] and "MLFLOW_TRACKING_URI" in errors[0]
+    assert len(list((tmp_path / "results/train/circles-overfit/runs").glob("*.json"))) == 8
+    # With room again (another store), the stage trains nothing: every run is read back.
+    env["MLFLOW_TRACKING_URI"] = f"sqlite:///{tmp_path / 'roomy.db'}"
+    again = [sys.executable, "-m", "stages.train", "circles-overfit"]
+    rerun = subprocess.run(again, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0 and "(0 trained, 8 reused" in rerun.stdout, rerun.stderr

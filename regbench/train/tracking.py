@@ -115,7 +115,7 @@ def store_location(uri: str) -> str:
 
 def unwritable(uri: str, error: BaseException) -> StoreUnwritable | None:
     """The one-line error for a store that cannot be written, or None when ``error`` is something else."""
-    text = " ".join(str(error).split())
+    text = re.sub(r"\s*\(Background on this error at: [^)]*\)", "", " ".join(str(error).split()))
     if not isinstance(error, OSError) and not _UNWRITABLE.search(text):
         return None
     cause = text[:160] + ("…" if len(text) > 160 else "")
@@ -124,6 +124,15 @@ def unwritable(uri: str, error: BaseException) -> StoreUnwritable | None:
         "writable (or set MLFLOW_TRACKING_URI to another store), then rerun; the runs trained so far are kept "
         "in the stage's run store and will not be trained again"
     )
+
+
+def _not_unwritable(record: logging.LogRecord) -> bool:
+    """MLflow logs every SQLAlchemy error with its traceback before raising it: not those we report in one line."""
+    error = record.exc_info[1] if record.exc_info else None
+    return not (error is not None and _UNWRITABLE.search(str(error)))
+
+
+logging.getLogger("mlflow.store.db.utils").addFilter(_not_unwritable)
 
 
 @contextlib.contextmanager
@@ -623,7 +632,10 @@ class ChildRuns:
     def _failed(self, failure: StoreUnwritable) -> None:
         if self.failure is None:
             self.failure = failure
-            log.error("%s; training goes on without MLflow", failure)
+            log.warning(
+                "the MLflow store %s cannot be written: training goes on without MLflow, the stage stops at the end",
+                store_location(self.tracker.uri),
+            )
             # Best effort: a store that took no write will not take these either (close_stale_runs will).
             for index, run_id in self.open_runs.items():
                 if index not in self.closed:
