@@ -25,7 +25,12 @@ fi
 export PATH="$PWD/.venv/bin:$PATH"
 
 case "${1:-}" in
-  repro) shift; exec dvc repro "$@" ;;
+  repro)
+    shift
+    # One line first: how many stages and runs are due (regbench/due.py).
+    python -m regbench.due "$@" || true
+    exec dvc repro "$@"
+    ;;
   test)
     shift
     # Lint first: CI fails on a style error as it does on a failing test.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from regbench import config
-from regbench.claims import drift, evaluate, mlflow_tags, schema
+from regbench.claims import drift, evaluate, publish, schema
 from regbench.cli import no_arguments, run_stage
 from regbench.io import write_json
 
@@ -24,8 +24,8 @@ def main(argv: list[str]) -> None:
     evaluation["drift"] = drift.compare(evaluation["claims"], reference and reference.get("claims"), source)
     write_json(DETAIL, evaluation)
     write_json(METRICS, evaluate.metrics_view(evaluation))
-    tagged = mlflow_tags.tag_mlflow_runs(evaluation, RESULTS)
-    print(f"claims: {evaluate.counts_line(evaluation['summary'])}; {tagged} MLflow runs tagged")
+    published = publish.publish(evaluation, [METRICS, DETAIL])
+    print(f"claims: {evaluate.counts_line(evaluation['summary'])}; {published}")
     print(f"claims: drift against the reference: {evaluation['drift']['summary']}")
 
 

@@ -1,4 +1,8 @@
-"""DVC stage train@<experiment>-<variant>: train all repeats (and folds) and log them to MLflow."""
+"""DVC stage train@<experiment>-<variant>: train all repeats (and folds) and log them to MLflow.
+
+Writes results/train/<run>/ (the records) and metrics/<run>.json (the few numbers `dvc metrics show`
+and `dvc exp show` compare), and prints one line.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +10,9 @@ from pathlib import Path
 
 from regbench import config
 from regbench.cli import one_argument, run_stage
-from regbench.io import atomic_directory
+from regbench.io import atomic_directory, write_json
+
+HEADLINES = Path("metrics")
 
 
 def main(argv: list[str]) -> None:
@@ -16,8 +22,9 @@ def main(argv: list[str]) -> None:
 
     import keras
 
+    from regbench.train import records
     from regbench.train.identity import retrain_requested
-    from regbench.train.tracking import StageKilled, Tracker, killed_on_signal
+    from regbench.train.tracking import StageKilled, Tracker, killed_on_signal, read_run_log
     from regbench.train.variant import train
 
     if params.train.deterministic and keras.backend.backend() == "tensorflow":
@@ -34,9 +41,26 @@ def main(argv: list[str]) -> None:
     except BaseException as error:
         tracker.end_stage_run("KILLED" if isinstance(error, StageKilled | KeyboardInterrupt) else "FAILED")
         raise
+    headline = records.headline(summary)
+    write_json(HEADLINES / f"{run_name}.json", headline)
     # Only now are the outputs in place: a kill before this line leaves the run for close_stale_runs.
     tracker.end_stage_run("FINISHED")
-    print(f"train@{run_name}: {summary}")
+    print(summary_line(f"train@{run_name}", headline, (read_run_log(f"train@{run_name}") or [{}])[-1]))
+
+
+def summary_line(stage: str, headline: dict, logged: dict) -> str:
+    """The stage's one line: runs trained and reused, time, and the headline numbers."""
+    counts = logged.get("runs", {})
+    done = f"{headline['runs']} runs"
+    if counts:
+        done += f" ({counts['trained']} trained, {counts['reused']} reused, {logged.get('training_seconds', 0):.1f} s)"
+    numbers = ", ".join(
+        f"{key} {headline[key]:.4f}"
+        for key in ("val_accuracy", "best_val_accuracy", "test_accuracy")
+        if key in headline
+    )
+    grid = f" (best grid value {headline['grid_best']:g})" if "grid_best" in headline else ""
+    return f"{stage}: {done}; {numbers}{grid}; diverged {headline['diverged']}"
 
 
 if __name__ == "__main__":

@@ -47,11 +47,11 @@ def test_repro_writes_parseable_metrics_plots_and_manifests(repo, first_repro):
 
 def test_dvc_metrics_and_plots_see_the_outputs(repo, first_repro):
     shown = dvc(repo, "metrics", "show", "--json").stdout
-    assert "results/train/imdb-original/metrics.json" in shown
+    assert "metrics/imdb-original.json" in shown
     # dvc.yaml's top-level plots: per experiment, training and validation loss and accuracy of every variant.
     plots = json.loads(dvc(repo, "plots", "show", "--json").stdout)["data"]
-    assert {"sonar-loss", "sonar-accuracy", "imdb-loss", "imdb-accuracy"} <= set(plots)
-    sonar_loss = json.dumps(plots["sonar-loss"])
+    assert {"sonar-dropout-loss", "sonar-dropout-accuracy", "imdb-size-loss", "imdb-penalty-accuracy"} <= set(plots)
+    sonar_loss = json.dumps(plots["sonar-dropout-loss"])
     assert "sonar-baseline/curves.csv::loss" in sonar_loss and "sonar-baseline/curves.csv::val_loss" in sonar_loss
 
 
@@ -70,7 +70,7 @@ def test_mlflow_holds_parent_and_child_runs_with_epoch_histories(repo, first_rep
 
 
 def test_claims_and_report_cover_every_claim_of_the_experiments_that_ran(repo, first_repro):
-    assert "reports/claims.json" in dvc(repo, "metrics", "show", "--json").stdout
+    assert "metrics/claims/sonar.hidden_dropout_raises.json" in dvc(repo, "metrics", "show", "--json").stdout
     verdicts = json.loads((repo / "reports/claims.json").read_text())["claims"]
     report = (repo / "reports/report.md").read_text()
     for claim_id, entry in verdicts.items():

@@ -62,10 +62,13 @@ def test_two_queued_experiments_in_parallel_keep_all_runs_in_the_repositorys_sto
         for name, run in parents.items()
     }
     assert epochs == {"queued-a": 3, "queued-b": 4}
-    # Each experiment's manifest names the store its runs went to and a parent run that is in it.
-    refs = git(repo, "for-each-ref", "--format=%(refname)", "refs/exps").split()
-    for name, parent in parents.items():
-        (ref,) = [ref for ref in refs if ref.endswith("/" + name)]
-        manifest = json.loads(git(repo, "show", f"{ref}:results/train/circles-overfit/manifest.json"))
-        assert manifest["mlflow"]["tracking_uri"] == f"sqlite:///{(repo / 'mlflow.db').resolve()}"
-        assert manifest["mlflow"]["parent_run_id"] == parent.info.run_id
+    # The run log of the repository DVC ran from (not DVC's temporary copies) names the store and each parent run.
+    logged = [json.loads(line) for line in (repo / "logs/train-circles-overfit.jsonl").read_text().splitlines()]
+    assert {record["DVC_EXP_NAME"]: record["mlflow"]["parent_run_id"] for record in logged} == {
+        name: parent.info.run_id for name, parent in parents.items()
+    }
+    assert {record["mlflow"]["tracking_uri"] for record in logged} == {f"sqlite:///{(repo / 'mlflow.db').resolve()}"}
+    # Their artifacts are beside that store, not in DVC's deleted temporary workspace (issue 28).
+    experiment_location = client.get_experiment_by_name("regbench/circles").artifact_location
+    assert experiment_location == (repo / "mlflow-artifacts" / "regbench" / "circles").resolve().as_uri()
+    assert list((repo / "mlflow-artifacts").rglob("histories.csv"))

@@ -44,7 +44,9 @@ def histories(repo: Path, stage: str) -> bytes:
 
 
 def executor_record(repo: Path, stage: str) -> dict:
-    return json.loads((repo / "results/train" / stage / "manifest.json").read_text())["executor"]
+    # The run log (untracked): where runs trained is a run record, not a result.
+    last = (repo / "logs" / f"train-{stage}.jsonl").read_text().splitlines()[-1]
+    return json.loads(last)["executor"]
 
 
 def repro(cluster: LoopbackCluster, repo: Path, *stages: str) -> subprocess.Popen:

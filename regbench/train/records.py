@@ -4,7 +4,9 @@ A train stage leaves two files per variant, and every writer and reader goes thr
 
 - ``histories.csv``: the history table, one row per run and epoch (columns ``HISTORY_COLUMNS``);
 - ``runs.json``: one record per run: where it sits (member, repeat, seed, fold), how it ended,
-  and its final values (last-epoch metrics, best epoch, inference-mode evaluations).
+  and its final values (last-epoch metrics, best epoch, inference-mode evaluations). Both are a
+  function of the runs' identities only: timings and MLflow run ids go to MLflow and the run log
+  (regbench.train.tracking.append_run_log), so a rerun that reproduces the numbers writes the same bytes.
 
 Averaging is always fold-then-repeat: a repeat's value is the mean over its CV folds (a single run
 without CV), and a repeat with a run that did not finish ok is left out whole, so that every repeat
@@ -34,8 +36,12 @@ EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "reg_loss")
 FINAL_METRICS = ("train_eval_loss", "train_eval_accuracy", "test_loss", "test_accuracy")
 PLACEMENT = ("member", "grid_value", "repeat", "seed", "fold")
 HISTORY_COLUMNS = (*PLACEMENT, "epoch", *EPOCH_METRICS)
-# A runs.json record: these fields, then the run's final values.
+# A runs.json record: these fields, then the run's final values. ("seconds" and "mlflow_run_id", in
+# records written before they moved to the run log, are not final values either.)
 RUN_FIELDS = (*PLACEMENT, "status", "diverged_epoch", "epochs", "seconds", "mlflow_run_id")
+# The stage's headline DVC metrics (metrics/<stage>.json): the few numbers a person compares. The same
+# keys in every stage's file, so `dvc metrics show` is one row per stage and a few columns.
+HEADLINE_KEYS = ("val_accuracy", "best_val_accuracy", "test_accuracy", "runs", "diverged")
 CURVE_METRICS = ("loss", "val_loss", "accuracy", "val_accuracy")
 HISTORIES = "histories.csv"
 RUNS = "runs.json"
@@ -168,8 +174,6 @@ def run_record(result) -> dict[str, Any]:
         "status": history.status,
         "diverged_epoch": history.diverged_epoch,
         "epochs": history.epochs,
-        "seconds": round(history.seconds, 3),
-        "mlflow_run_id": result.run_id,
         **final_values(result),
     }
 
@@ -328,6 +332,31 @@ def summarize(runs: Sequence[Run], members: Sequence[tuple[str, float | None]], 
                 entry["cv_accuracy"] = entry["final_val_accuracy"]
         summary[label] = entry
     return summary
+
+
+def headline(summary: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+    """The stage's few comparable numbers from its per-member summary (``summarize``).
+
+    Means over repeats (CV: of the fold means) of the last epoch's and of the best epoch's validation
+    accuracy, the test accuracy where there is a test set, and the run counts. A grid reports its best
+    member by final validation accuracy, and that member's grid value (``grid_best``).
+    """
+    entries = list(summary.values())
+    scored = [e for e in entries if "final_val_accuracy" in e]
+    best = max(scored, key=lambda e: e["final_val_accuracy"]) if scored else (entries[0] if entries else {})
+    line: dict[str, Any] = {}
+    for key, source in (
+        ("val_accuracy", "final_val_accuracy"),
+        ("best_val_accuracy", "best_val_accuracy"),
+        ("test_accuracy", "test_accuracy"),
+    ):
+        if source in best:
+            line[key] = round(float(best[source]), 4)
+    line["runs"] = sum(int(e.get("runs", 0)) for e in entries)
+    line["diverged"] = sum(int(e.get("diverged", 0)) for e in entries)
+    if len(entries) > 1 and "grid_value" in best:
+        line["grid_best"] = best["grid_value"]
+    return line
 
 
 def write_curves(path: Path, runs: Sequence[Run], members: Sequence[str]) -> None:

@@ -64,16 +64,18 @@ def _decode(text: str) -> list[float]:
 
 
 def entry(run_identity: Mapping[str, Any], history, evaluations: Mapping[str, float], run_id: str | None) -> dict:
-    """A stored run: its identity, how it ended, its curves (float32, as trained) and evaluations."""
+    """A stored run: its identity, how it ended, its curves (float32, as trained) and evaluations.
+
+    Nothing that changes from one training to the next (its seconds, its MLflow run id: ``run_id`` is
+    not stored): the file is a DVC output whose hash is in dvc.lock. Those go to the run log.
+    """
     return {
         "format": FORMAT,
         "identity": dict(run_identity),
         "status": history.status,
         "diverged_epoch": history.diverged_epoch,
-        "seconds": history.seconds,
         "metrics": {name: _encode(values) for name, values in history.metrics.items()},
         "evaluations": dict(evaluations),
-        "mlflow_run_id": run_id,
     }
 
 
@@ -95,7 +97,7 @@ def history_of(stored: Mapping[str, Any]):
         metrics={name: _decode(text) for name, text in stored["metrics"].items()},
         status=stored["status"],
         diverged_epoch=stored["diverged_epoch"],
-        seconds=stored["seconds"],
+        seconds=stored.get("seconds", 0.0),
     )
 
 

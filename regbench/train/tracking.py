@@ -12,6 +12,7 @@ behind when the process that owns it is gone.
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ import signal
 import socket
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -74,8 +76,78 @@ SUMMARY_COLUMNS = (
 NOT_SUMMARY = {"runs", "diverged", "repeats_ok", "status", "grid_value"}
 
 
+# MLflow's own run tags (mlflow.utils.mlflow_tags), which its UI shows as Source, User, Version and Description.
+SOURCE_NAME_TAG = "mlflow.source.name"
+SOURCE_TYPE_TAG = "mlflow.source.type"
+GIT_COMMIT_TAG = "mlflow.source.git.commit"
+USER_TAG = "mlflow.user"
+NOTE_TAG = "mlflow.note.content"
+# The claims stage's own run (one per `claims` stage run) and the link to it on each parent run it judged.
+CLAIMS_EXPERIMENT = "regbench/claims"
+CLAIMS_RUN_TAG = "regbench.claims_run"
+# The untracked run log: one JSON line per stage run (timings, MLflow ids, host, paths), beside the stores.
+RUN_LOG_DIR = Path("logs")
+
+
 class StageKilled(BaseException):
     """SIGTERM or SIGINT arrived: end the open MLflow runs as KILLED and stop."""
+
+
+class StoreUnwritable(RuntimeError):
+    """The MLflow store cannot be written: its disk is full, it is read-only, or it is gone.
+
+    A RuntimeError, so the stage ends on this one line (regbench.cli.run_stage), not a traceback chain.
+    """
+
+
+# Words of SQLite's and the OS's messages for a store that cannot take writes. Other MLflow errors
+# (a bad parameter, a server's 4xx) are bugs and keep their traceback.
+_UNWRITABLE = re.compile(
+    r"disk is full|No space left|readonly database|read-only|Read-only|unable to open database|disk I/O error|"
+    r"Permission denied",
+)
+
+
+def store_location(uri: str) -> str:
+    """What a user must free or fix: the SQLite file, or the URI itself."""
+    path = _sqlite_path(uri)
+    return str(path) if path is not None else uri
+
+
+def unwritable(uri: str, error: BaseException) -> StoreUnwritable | None:
+    """The one-line error for a store that cannot be written, or None when ``error`` is something else."""
+    text = re.sub(r"\s*\(Background on this error at: [^)]*\)", "", " ".join(str(error).split()))
+    if not isinstance(error, OSError) and not _UNWRITABLE.search(text):
+        return None
+    cause = text[:160] + ("…" if len(text) > 160 else "")
+    return StoreUnwritable(
+        f"the MLflow store {store_location(uri)} cannot be written ({cause}): free space on its disk or make it "
+        "writable (or set MLFLOW_TRACKING_URI to another store), then rerun; the runs trained so far are kept "
+        "in the stage's run store and will not be trained again"
+    )
+
+
+def _not_unwritable(record: logging.LogRecord) -> bool:
+    """MLflow logs every SQLAlchemy error with its traceback before raising it: not those we report in one line."""
+    error = record.exc_info[1] if record.exc_info else None
+    return not (error is not None and _UNWRITABLE.search(str(error)))
+
+
+logging.getLogger("mlflow.store.db.utils").addFilter(_not_unwritable)
+
+
+@contextlib.contextmanager
+def _writing(uri: str) -> Iterator[None]:
+    """Turn a write that failed for lack of space or permission into StoreUnwritable, without the chain."""
+    try:
+        yield
+    except StoreUnwritable:
+        raise
+    except Exception as error:  # noqa: BLE001 - filtered by `unwritable`; everything else is re-raised
+        failure = unwritable(uri, error)
+        if failure is None:
+            raise
+        raise failure from None
 
 
 def tracking_uri() -> str:
@@ -91,6 +163,24 @@ def tracking_uri() -> str:
         return explicit
     root = Path(os.environ.get("DVC_ROOT") or Path.cwd())
     return f"sqlite:///{(root / DEFAULT_STORE).resolve()}"
+
+
+def artifact_location(uri: str, experiment_name: str) -> str | None:
+    """Where a new experiment keeps its artifacts: beside its store, whatever the working directory.
+
+    Without one MLflow uses ``<cwd>/mlruns``, which under ``dvc exp run --temp`` or ``--queue`` is DVC's
+    temporary copy of the repository, deleted after the run, and which every store shares. For SQLite:
+    ``<name of the .db>-artifacts/<experiment>`` next to the .db file (two stores in one folder do not
+    share it). A tracking server chooses its own (None: its default, e.g. proxied artifacts).
+    """
+    path = _sqlite_path(uri)
+    if path is not None:
+        return (path.parent / f"{path.stem}-artifacts" / experiment_name).resolve().as_uri()
+    if uri.startswith(("http://", "https://", "databricks")):
+        return None
+    # Another database URI (postgresql://, mysql://): the repository the user ran DVC from.
+    root = Path(os.environ.get("DVC_ROOT") or Path.cwd())
+    return (root / "mlruns" / experiment_name).resolve().as_uri()
 
 
 def _sqlite_path(uri: str) -> Path | None:
@@ -156,12 +246,14 @@ def killed_on_signal() -> Iterator[None]:
 
 
 class Tracker:
-    def __init__(self, experiment_name: str, uri: str | None = None):
+    def __init__(self, experiment_name: str, uri: str | None = None, source: str = "stages/train.py"):
+        """``source``: the entry point that logs (MLflow's Source column)."""
         self.uri = uri or tracking_uri()
+        self.source = source
         mlflow.set_tracking_uri(self.uri)
         # The parent run of the stage being trained, open until ``end_stage_run``.
         self.stage_run: str | None = None
-        with _store_lock(self.uri):
+        with _writing(self.uri), _store_lock(self.uri):
             # The client opens (and on first use creates) the store: inside the lock.
             self.client = MlflowClient(self.uri)
             self.experiment_id = self._experiment(experiment_name)
@@ -175,7 +267,9 @@ class Tracker:
         experiment = self.client.get_experiment_by_name(name)
         if experiment is None:
             try:
-                return self.client.create_experiment(name, tags=tags)
+                return self.client.create_experiment(
+                    name, artifact_location=artifact_location(self.uri, name), tags=tags
+                )
             except MlflowException as error:
                 if error.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
                     raise
@@ -208,15 +302,24 @@ class Tracker:
         return closed
 
     def start(self, name: str, tags: dict[str, str], params: dict[str, Any], parent: str | None = None) -> str:
-        all_tags = {**owner_tags(), **tags}
+        all_tags = {**owner_tags(), **standard_tags(self.source), **tags}
         if parent is not None:
             all_tags["mlflow.parentRunId"] = parent
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
-        run_id = run.info.run_id
-        items = [Param(key, _param_value(value)) for key, value in params.items()]
-        for start in range(0, len(items), 100):
-            self.client.log_batch(run_id, params=items[start : start + 100], synchronous=True)
+        with _writing(self.uri):
+            run = self.client.create_run(self.experiment_id, run_name=name, tags=all_tags)
+            run_id = run.info.run_id
+            items = [Param(key, _param_value(value)) for key, value in params.items()]
+            for start in range(0, len(items), 100):
+                self.client.log_batch(run_id, params=items[start : start + 100], synchronous=True)
         return run_id
+
+    def log_dataset(self, run_id: str, dataset: dict[str, Any], context: str = "training") -> None:
+        """The run's input data (MLflow's Datasets column): name, source and the prepared data's digest."""
+        from mlflow.entities import DatasetInput, InputTag
+
+        with _writing(self.uri):
+            entity = dataset_entity(dataset)
+            self.client.log_inputs(run_id, [DatasetInput(entity, [InputTag("mlflow.data.context", context)])])
 
     def log_history(
         self, run_id: str, metrics: dict[str, list[float]], final: dict[str, float], max_steps: int | None = None
@@ -243,8 +346,9 @@ class Tracker:
         ]
         # Synchronous on purpose: MLflow's asynchronous queue is shut down (about 1 s) at every
         # set_terminated, which made logging 50 sonar child runs cost three times their training.
-        for start in range(0, len(batch), MAX_BATCH):
-            self.client.log_batch(run_id, metrics=batch[start : start + MAX_BATCH], synchronous=True)
+        with _writing(self.uri):
+            for start in range(0, len(batch), MAX_BATCH):
+                self.client.log_batch(run_id, metrics=batch[start : start + MAX_BATCH], synchronous=True)
 
     def log_summary(self, run_id: str, summary: dict[str, dict[str, Any]]) -> None:
         """A parent run's metrics: per member, the mean over repeats of every final and best value.
@@ -261,26 +365,35 @@ class Tracker:
             for key, value in entry.items()
             if key not in NOT_SUMMARY and not key.endswith("_std") and isinstance(value, int | float)
         ]
-        for start in range(0, len(batch), MAX_BATCH):
-            self.client.log_batch(run_id, metrics=batch[start : start + MAX_BATCH], synchronous=True)
+        with _writing(self.uri):
+            for start in range(0, len(batch), MAX_BATCH):
+                self.client.log_batch(run_id, metrics=batch[start : start + MAX_BATCH], synchronous=True)
 
     def set_tags(self, run_id: str, tags: dict[str, str]) -> None:
-        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()], synchronous=True)
+        with _writing(self.uri):
+            self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()], synchronous=True)
 
     def log_artifact(self, run_id: str, path: Path) -> None:
-        self.client.log_artifact(run_id, str(path))
+        with _writing(self.uri):
+            self.client.log_artifact(run_id, str(path))
 
     def end(self, run_id: str, status: str = "FINISHED") -> None:
-        self.client.set_terminated(run_id, status=status)
+        with _writing(self.uri):
+            self.client.set_terminated(run_id, status=status)
 
     def end_stage_run(self, status: str) -> None:
         """End the stage's parent run: FINISHED only once the stage's outputs are in place (stages/train.py).
 
         Ending it when training returned would show a FINISHED run for a stage that then failed or was
-        killed while writing its outputs.
+        killed while writing its outputs. A store that cannot be written any more cannot record a
+        failure either: the run stays RUNNING until the next stage's close_stale_runs ends it KILLED.
         """
         if self.stage_run is not None:
-            self.end(self.stage_run, status=status)
+            try:
+                self.end(self.stage_run, status=status)
+            except StoreUnwritable:
+                if status == "FINISHED":
+                    raise
             self.stage_run = None
 
 
@@ -293,8 +406,13 @@ def _summary_key(member: str, key: str, prefixed: bool) -> str:
 
 
 def mlflow_ui_command(tracking_uri: str) -> str:
-    """The command that serves a local store: one worker answers first on a small machine (README, MLflow)."""
-    return f"mlflow ui --backend-store-uri {tracking_uri} --workers 1"
+    """The command that serves a local store: one worker, and none of MLflow 3's GenAI job processes.
+
+    One worker answers first on a small machine; MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false keeps the server
+    from starting its job runner and Huey consumers, which regbench never uses: 0.48 GiB RSS in 2 processes
+    instead of 1.6-1.7 GiB in 10 (bench/mlflow_ui_memory.md).
+    """
+    return f"MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false mlflow ui --backend-store-uri {tracking_uri} --workers 1"
 
 
 def experiment_tags() -> dict[str, str]:
@@ -339,6 +457,118 @@ def _param_value(value: Any) -> str:
     return text if len(text) <= 6000 else text[:5997] + "..."
 
 
+# --- MLflow's standard fields -----------------------------------------------------
+
+
+def standard_tags(source: str) -> dict[str, str]:
+    """MLflow's Source (the stage's entry point, run locally) and User of a run."""
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):  # no passwd entry (some containers)
+        user = "unknown"
+    return {SOURCE_NAME_TAG: source, SOURCE_TYPE_TAG: "LOCAL", USER_TAG: user}
+
+
+def git_tags(revision: str) -> dict[str, str]:
+    """MLflow's commit field takes a bare commit; uncommitted code changes are said beside it."""
+    if revision in ("", "unknown"):
+        return {}
+    commit, dirty = revision.removesuffix("-dirty"), revision.endswith("-dirty")
+    return {GIT_COMMIT_TAG: commit, "regbench.git_dirty": str(dirty).lower()}
+
+
+def dataset_entity(dataset: dict[str, Any]):
+    """The prepared data as an MLflow dataset: its experiment's name, where it came from, its content digest.
+
+    ``dataset``: name, digest (the prepared data's content digest) and source (the prepared manifest's
+    source record). MLflow keeps at most 36 characters of a digest; the full digest is in the source.
+    """
+    from mlflow.entities import Dataset
+
+    source = dataset.get("source") or {}
+    origin = source.get("url") or source.get("origin") or source.get("package") or source.get("source") or "generated"
+    source_json = json.dumps({"uri": origin, "source": source.get("source"), "content_digest": dataset["digest"]})
+    return Dataset(
+        name=dataset["name"],
+        digest=dataset["digest"][:32],
+        source_type="http" if str(origin).startswith(("http://", "https://")) else "local",
+        source=source_json,
+    )
+
+
+def variant_note(experiment: str, variant: str, differences: dict[str, Any], seeds: int, folds: int | None) -> str:
+    """One line for MLflow's Description: what the variant changes from its experiment's defaults."""
+    changed = ", ".join(f"{k}={v}" for k, v in sorted(differences.items())) or "the experiment's defaults"
+    repeats = f"{seeds} seeds" + (f" x {folds} folds" if folds else "")
+    return f"{experiment} / {variant}: {changed}; {repeats}"
+
+
+def run_name(name: str, context: dict[str, str]) -> str:
+    """A run's name, with the DVC experiment's name when the stage runs inside `dvc exp run`."""
+    return f"{name} @{context['DVC_EXP_NAME']}" if context.get("DVC_EXP_NAME") else name
+
+
+# --- the run log (untracked) -------------------------------------------------------
+
+
+def run_log_path(stage: str) -> Path:
+    """``logs/<stage>.jsonl`` in the repository DVC was run from (DVC_ROOT survives `--temp` and `--queue`)."""
+    root = Path(os.environ.get("DVC_ROOT") or Path.cwd())
+    return root / RUN_LOG_DIR / f"{stage.replace('@', '-')}.jsonl"
+
+
+def append_run_log(stage: str, record: dict[str, Any]) -> Path | None:
+    """Append one stage run's record (what changes from run to run and so stays out of DVC and git).
+
+    One line appended per run (several queued experiments may append at once: a single write of one line).
+    A log that cannot be written costs the log only.
+    """
+    path = run_log_path(stage)
+    line = json.dumps({"stage": stage, "finished": datetime.now(UTC).isoformat(timespec="seconds"), **record})
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a", encoding="utf-8") as log_file:
+            log_file.write(line + "\n")
+    except OSError as error:
+        log.warning("run log %s not written: %s", path, error)
+        return None
+    return path
+
+
+def read_run_log(stage: str) -> list[dict[str, Any]]:
+    """Every record of the stage's run log, oldest first (none in a fresh clone)."""
+    path = run_log_path(stage)
+    if not path.is_file():
+        return []
+    records = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        with contextlib.suppress(ValueError):
+            records.append(json.loads(line))
+    return records
+
+
+def stage_parent_runs(client: MlflowClient, stages: list[str]) -> dict[str, Any]:
+    """The newest FINISHED parent run of each train stage in the store ``client`` reads, by its tags.
+
+    What links a stage's results to MLflow in any clone: the run ids themselves are not in the tracked outputs.
+    """
+    found: dict[str, Any] = {}
+    experiments = [e.experiment_id for e in client.search_experiments() if e.name.startswith("regbench/")]
+    for stage in stages:
+        if not experiments:
+            break
+        runs = client.search_runs(
+            experiments,
+            filter_string=f"tags.`{STAGE_TAG}` = 'train@{stage}' and attributes.status = 'FINISHED'",
+            order_by=["attributes.start_time DESC"],
+            max_results=20,
+        )
+        parents = [run for run in runs if "mlflow.parentRunId" not in run.data.tags]
+        if parents:
+            found[stage] = parents[0]
+    return found
+
+
 # --- the train stage's runs ------------------------------------------------------
 
 
@@ -347,18 +577,35 @@ def dvc_tags(context: dict[str, str]) -> dict[str, str]:
     return {"dvc.exp_name": context["DVC_EXP_NAME"]} if "DVC_EXP_NAME" in context else {}
 
 
-def start_stage_run(tracker: Tracker, name: str, context: dict[str, str], variant: str, params: dict[str, Any]) -> str:
-    """The parent run of a train stage, after closing what a killed earlier attempt left RUNNING."""
-    tracker.close_stale_runs(context["stage"])
+def start_stage_run(
+    tracker: Tracker,
+    name: str,
+    context: dict[str, str],
+    variant: str,
+    params: dict[str, Any],
+    note: str | None = None,
+    dataset: dict[str, Any] | None = None,
+) -> str:
+    """The parent run of a train stage, after closing what a killed earlier attempt left RUNNING.
+
+    ``note``: the variant in one line (MLflow's Description); ``dataset``: the prepared data (Datasets).
+    """
+    with _writing(tracker.uri):
+        tracker.close_stale_runs(context["stage"])
     tags = {
         STAGE_TAG: context["stage"],
         "regbench.git_revision": context["git_revision"],
         "regbench.data_digest": context["data_digest"],
         "regbench.data_source": context["data_source"],
         VARIANT_TAG: variant,
+        **git_tags(context["git_revision"]),
         **dvc_tags(context),
     }
-    tracker.stage_run = tracker.start(name, tags=tags, params=params)
+    if note:
+        tags[NOTE_TAG] = note
+    tracker.stage_run = tracker.start(run_name(name, context), tags=tags, params=params)
+    if dataset is not None:
+        tracker.log_dataset(tracker.stage_run, dataset)
     return tracker.stage_run
 
 
@@ -371,54 +618,94 @@ class ChildRuns:
     """The MLflow child run of each run of a stage (member, repeat, fold): opened, filled and closed.
 
     Without a tracker (tests that do not log) every call is a no-op and ``run_id`` is None.
+
+    When the store stops taking writes (disk full, read-only), ``failure`` keeps the one-line error,
+    logging stops and training goes on: every run that finishes is kept in ``finished`` for the
+    stage's run store (regbench.train.variant), which then ends the stage with that line. Raising here
+    would lose the runs trained together with this one (the stacked engine finishes them at once).
     """
 
-    def __init__(self, tracker: Tracker | None, parent: str | None, context: dict[str, str], max_steps: int):
+    def __init__(
+        self,
+        tracker: Tracker | None,
+        parent: str | None,
+        context: dict[str, str],
+        max_steps: int,
+        dataset: dict[str, Any] | None = None,
+    ):
         self.tracker, self.parent, self.context, self.max_steps = tracker, parent, context, max_steps
+        self.dataset = dataset
         self.open_runs: dict[int, str] = {}
         self.closed: set[int] = set()
+        self.finished: dict[int, tuple[Any, dict[str, float]]] = {}
+        self.failure: StoreUnwritable | None = None
+
+    def _failed(self, failure: StoreUnwritable) -> None:
+        if self.failure is None:
+            self.failure = failure
+            log.warning(
+                "the MLflow store %s cannot be written: training goes on without MLflow, the stage stops at the end",
+                store_location(self.tracker.uri),
+            )
+            # Best effort: a store that took no write will not take these either (close_stale_runs will).
+            for index, run_id in self.open_runs.items():
+                if index not in self.closed:
+                    with contextlib.suppress(StoreUnwritable):
+                        self.tracker.end(run_id, status="FAILED")
 
     def open(
         self, index: int, member: str, repeat: int, seed: int, fold: int | None, params: dict[str, Any]
     ) -> str | None:
         """Open run ``index`` once (per-run engines open it when it starts, stacked ones when it is done)."""
-        if self.tracker is None:
-            return None
+        if self.tracker is None or self.failure is not None:
+            return self.open_runs.get(index)
         if index not in self.open_runs:
-            self.open_runs[index] = self.tracker.start(
-                f"{member}-r{repeat}" + (f"-f{fold}" if fold is not None else ""),
-                tags={
-                    STAGE_TAG: self.context["stage"],
-                    "regbench.member": member,
-                    "regbench.repeat": str(repeat),
-                    "regbench.seed": str(seed),
-                    "regbench.fold": "" if fold is None else str(fold),
-                    **dvc_tags(self.context),
-                },
-                params={"seed": seed, "repeat": repeat, "fold": fold, **params},
-                parent=self.parent,
-            )
-        return self.open_runs[index]
+            name = f"{member}-r{repeat}" + (f"-f{fold}" if fold is not None else "")
+            tags = {
+                STAGE_TAG: self.context["stage"],
+                "regbench.member": member,
+                "regbench.repeat": str(repeat),
+                "regbench.seed": str(seed),
+                "regbench.fold": "" if fold is None else str(fold),
+                **git_tags(self.context.get("git_revision", "")),
+                **dvc_tags(self.context),
+            }
+            try:
+                self.open_runs[index] = self.tracker.start(
+                    run_name(name, self.context),
+                    tags=tags,
+                    params={"seed": seed, "repeat": repeat, "fold": fold, **params},
+                    parent=self.parent,
+                )
+                if self.dataset is not None:
+                    self.tracker.log_dataset(self.open_runs[index], self.dataset)
+            except StoreUnwritable as failure:
+                self._failed(failure)
+        return self.open_runs.get(index)
 
     def close(self, index: int, history, evaluations: dict[str, float]) -> None:
         """Log the run's per-epoch history and final values, and end it (FAILED when it diverged)."""
         self.closed.add(index)
-        if self.tracker is None:
+        self.finished[index] = (history, evaluations)
+        run_id = self.open_runs.get(index)
+        if self.tracker is None or self.failure is not None or run_id is None:
             return
-        run_id = self.open_runs[index]
         final = {f"final_{k}": v[-1] for k, v in history.metrics.items() if v}
         final.update(evaluations)
-        self.tracker.log_history(run_id, history.metrics, final, self.max_steps)
-        if history.status == "diverged":
-            tags = {
-                "regbench.status": "diverged",
-                "regbench.diverged_epoch": str(history.diverged_epoch),
-                "regbench.diverged_reason": str(
-                    divergence_reason(history.status, history.diverged_epoch, history.epochs)
-                ),
-            }
-            self.tracker.set_tags(run_id, tags)
-        self.tracker.end(run_id, status="FINISHED" if history.status == "ok" else "FAILED")
+        try:
+            self.tracker.log_history(run_id, history.metrics, final, self.max_steps)
+            if history.status == "diverged":
+                tags = {
+                    "regbench.status": "diverged",
+                    "regbench.diverged_epoch": str(history.diverged_epoch),
+                    "regbench.diverged_reason": str(
+                        divergence_reason(history.status, history.diverged_epoch, history.epochs)
+                    ),
+                }
+                self.tracker.set_tags(run_id, tags)
+            self.tracker.end(run_id, status="FINISHED" if history.status == "ok" else "FAILED")
+        except StoreUnwritable as failure:
+            self._failed(failure)
 
     # As the train layer's RunObserver (regbench.train.run): the executor hands it each run.
 
@@ -434,8 +721,9 @@ class ChildRuns:
 
     def abort(self, error: BaseException) -> None:
         """Any error, not only a kill, must close the open child runs: RUNNING forever misleads the UI."""
-        if self.tracker is None:
+        if self.tracker is None or self.failure is not None:
             return
         for index, run_id in self.open_runs.items():
             if index not in self.closed:
-                self.tracker.end(run_id, status="KILLED" if isinstance(error, StageKilled) else "FAILED")
+                with contextlib.suppress(StoreUnwritable):
+                    self.tracker.end(run_id, status="KILLED" if isinstance(error, StageKilled) else "FAILED")

@@ -12,6 +12,8 @@ in metrics.json and curves.csv.
 from __future__ import annotations
 
 import dataclasses
+import logging
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -25,8 +27,16 @@ from regbench.train.plan import cv_folds, effective_params, plan_runs
 from regbench.train.plots import plot_learning_curves
 from regbench.train.progress import Progress
 from regbench.train.run import Run
-from regbench.train.tracking import ChildRuns, Tracker, start_stage_run, tracking_uri
+from regbench.train.tracking import (
+    ChildRuns,
+    StoreUnwritable,
+    Tracker,
+    append_run_log,
+    start_stage_run,
+    variant_note,
+)
 
+log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
 MANIFEST = "manifest.json"
 
@@ -54,6 +64,9 @@ def train(
     to_train = [index for index, run_key in enumerate(keys) if run_key not in stored]
     reused = len(runs) - len(to_train)
     progress = Progress(stage, len(to_train))
+    # Taken before training: the engines change TensorFlow's thread settings for their own runs, and only
+    # when they train, so a rerun that reuses every run would otherwise record other values.
+    machine = provenance.machine()
     context = {
         "stage": stage,
         "git_revision": provenance.git_revision(),
@@ -61,6 +74,7 @@ def train(
         "data_source": data.manifest["source"]["source"],
         **provenance.dvc_context(),
     }
+    dataset = {"name": experiment.data, "digest": data.manifest["content_digest"], "source": data.manifest["source"]}
     parent = None
     if tracker is not None:
         settings = {
@@ -71,16 +85,30 @@ def train(
             "runs_reused": reused,
             **flatten(to_plain(members[0].params)),
         }
-        parent = start_stage_run(tracker, run_name, context, variant.name, settings)
-    # MLflow watches the runs it logs; without a tracker nothing does (and runs.json has no MLflow run ids).
-    observers = [ChildRuns(tracker, parent, context, params.train.mlflow_max_steps)] if tracker is not None else []
+        note = variant_note(
+            experiment.name,
+            variant.name,
+            _differences(experiment, variant, members),
+            len(seeds),
+            len(folds) if folds[0] is not None else None,
+        )
+        parent = start_stage_run(tracker, run_name, context, variant.name, settings, note, dataset)
+    # MLflow watches the runs (without a tracker its calls do nothing); it also keeps each finished run,
+    # so a stage stopped by a full store keeps what it trained.
+    children = ChildRuns(tracker, parent, context, params.train.mlflow_max_steps, dataset)
     trained = [runs[i] for i in to_train]
     try:
-        where = executor.train(params, trained, data, progress, stage, observers)
+        where = executor.train(params, trained, data, progress, stage, [children])
+    except StoreUnwritable:
+        _keep_finished(reuse_from, children, identities, keys, to_train)
+        raise
     finally:
         progress.close()
     for index, run in zip(to_train, trained, strict=True):
         stored[keys[index]] = runstore.entry(identities[index], run.history, run.evaluations, run.run_id)
+    if children.failure is not None:
+        _keep_finished(reuse_from, children, identities, keys, to_train)
+        raise children.failure
     out_dir.mkdir(parents=True, exist_ok=True)
     runstore.write(out_dir, {run_key: stored[run_key] for run_key in keys})
     # Every run, new or reused, is read back the same way: both give the same bytes downstream.
@@ -91,27 +119,84 @@ def train(
     cv = experiment.defaults.validation == "cv"
     summary = records.summarize(written, [(m.label, m.grid_value) for m in members], cv)
     write_json(out_dir / METRICS_FILE, summary if len(members) > 1 else next(iter(summary.values())))
-    seconds = round(sum(results[i].history.seconds for i in to_train), 2)
-    experiment_id = tracker.experiment_id if tracker is not None else None
-    manifest = _manifest(params, experiment, variant, members, data, context, parent, experiment_id, seconds)
-    # Where the runs trained (the Ray tasks and their nodes); the results do not depend on it.
-    manifest["executor"] = where
-    manifest["runs"] = {"trained": len(to_train), "reused": reused}
+    manifest = _manifest(params, experiment, variant, members, data, machine)
     # Read from the stored identities: what the runs in these results, reused ones included, were trained under.
     manifest["trained_under"] = runstore.trained_under(stored[run_key] for run_key in keys)
     write_json(out_dir / MANIFEST, manifest)
+    # What changes from run to run goes to the untracked run log, not to the outputs DVC and git track.
+    seconds = round(sum(run.history.seconds for run in trained), 2)
+    append_run_log(
+        stage,
+        {
+            "runs": {"trained": len(to_train), "reused": reused},
+            "training_seconds": seconds,
+            "git_revision": context["git_revision"],
+            **provenance.dvc_context(),
+            "host": socket.gethostname(),
+            "mlflow": {
+                "tracking_uri": tracker.uri if tracker is not None else None,
+                "experiment_id": tracker.experiment_id if tracker is not None else None,
+                "parent_run_id": parent,
+            },
+            # Where the runs trained (the Ray tasks and their nodes); the results do not depend on it.
+            "executor": where,
+            "trained": [
+                {
+                    "key": keys[index],
+                    "label": run.label,
+                    "seconds": round(run.history.seconds, 3),
+                    "mlflow_run_id": run.run_id,
+                }
+                for index, run in zip(to_train, trained, strict=True)
+            ],
+        },
+    )
     if tracker is not None and parent is not None:
         # The parent run stays RUNNING: the stage ends it FINISHED once these outputs are in place.
-        tracker.log_summary(parent, summary)
-        tracker.log_artifact(parent, out_dir / records.HISTORIES)
-        with tempfile.TemporaryDirectory() as scratch:
-            figure = Path(scratch) / "learning_curves.png"
-            curves = {
-                m.label: {k: records.repeat_curves(written, m.label, k) for k in records.CURVE_METRICS} for m in members
-            }
-            plot_learning_curves(curves, figure, run_name, params.report.max_curve_points, "member")
-            tracker.log_artifact(parent, figure)
+        try:
+            tracker.log_summary(parent, summary)
+            tracker.log_artifact(parent, out_dir / records.HISTORIES)
+            with tempfile.TemporaryDirectory() as scratch:
+                figure = Path(scratch) / "learning_curves.png"
+                curves = {
+                    m.label: {k: records.repeat_curves(written, m.label, k) for k in records.CURVE_METRICS}
+                    for m in members
+                }
+                plot_learning_curves(curves, figure, run_name, params.report.max_curve_points, "member")
+                tracker.log_artifact(parent, figure)
+        except StoreUnwritable:
+            runstore.write(reuse_from or out_dir, {run_key: stored[run_key] for run_key in keys})
+            raise
     return summary
+
+
+def _differences(experiment: ExperimentParams, variant: Variant, members: list[Member]) -> dict[str, Any]:
+    """The settings a variant changes from its experiment's defaults (a grid: the grid's values)."""
+    defaults = flatten(to_plain(experiment.defaults))
+    changed = {k: v for k, v in flatten(to_plain(members[0].params)).items() if defaults.get(k) != v}
+    if variant.grid_key is not None:
+        changed = {k: v for k, v in changed.items() if k.split(".")[-1] != variant.grid_key.split(".")[-1]}
+        changed[variant.grid_key] = "[" + ", ".join(f"{m.grid_value:g}" for m in members) + "]"
+    return changed
+
+
+def _keep_finished(reuse_from: Path | None, children: ChildRuns, identities, keys: list[str], to_train) -> None:
+    """Put every run that finished training into the run store in place (results/train/<stage>/runs).
+
+    Called when the stage stops before its outputs are written (a full MLflow store, an error, a kill):
+    those outputs are discarded whole, but the next run of the stage reads these runs back instead of
+    training them again.
+    """
+    if reuse_from is None or not children.finished:
+        return
+    entries = {}
+    for position, (history, evaluations) in children.finished.items():
+        index = to_train[position]
+        entries[keys[index]] = runstore.entry(identities[index], history, evaluations, None)
+    try:
+        runstore.write(reuse_from, entries)
+    except OSError as error:
+        log.warning("the %d finished runs could not be kept in %s: %s", len(entries), reuse_from, error)
 
 
 def _identities(params: Params, experiment: str, runs: list[Run], data_digest: str) -> list[dict[str, Any]]:
@@ -132,24 +217,24 @@ def _identities(params: Params, experiment: str, runs: list[Run], data_digest: s
 def _read_back(run: Run, stored: dict[str, Any]) -> Run:
     """The run as its store entry has it: trained now or before, both are read back the same way."""
     history = runstore.history_of(stored)
-    return dataclasses.replace(run, history=history, evaluations=stored["evaluations"], run_id=stored["mlflow_run_id"])
+    return dataclasses.replace(
+        run, history=history, evaluations=stored["evaluations"], run_id=stored.get("mlflow_run_id")
+    )
 
 
 def _manifest(
-    params: Params,
-    experiment: ExperimentParams,
-    variant: Variant,
-    members: list[Member],
-    data,
-    context: dict[str, str],
-    parent_run: str | None,
-    experiment_id: str | None,
-    training_seconds: float,
+    params: Params, experiment: ExperimentParams, variant: Variant, members: list[Member], data, machine: dict
 ) -> dict[str, Any]:
-    """What produced the stage's results: settings, data, code, libraries, device, MLflow run."""
+    """What produced the stage's results: settings, data, code, libraries, machine.
+
+    A function of the code, params, data and machine only, so a rerun writes the same bytes (issue 25):
+    timings, run ids, paths, hosts, timestamps and the git commit are in the run log and MLflow.
+    """
     cv = experiment.defaults.validation == "cv"
     return {
-        **context,
+        "stage": f"train@{experiment.name}-{variant.name}",
+        "data_digest": data.manifest["content_digest"],
+        "data_source": data.manifest["source"]["source"],
         "experiment": experiment.name,
         "variant": variant.name,
         "engine": params.train.engine,
@@ -160,11 +245,9 @@ def _manifest(
         "data_manifest": {
             k: data.manifest[k] for k in ("experiment", "source", "content_digest", "shapes", "class_balance")
         },
-        # The experiment id lets the report link to the experiment's runs view (regbench.train.tracking.runs_view_url).
-        "mlflow": {"tracking_uri": tracking_uri(), "experiment_id": experiment_id, "parent_run_id": parent_run},
+        # The MLflow experiment; its runs are found by their tags (regbench.train.tracking.stage_parent_runs).
+        "mlflow_experiment": f"regbench/{experiment.name}",
         "library_versions": provenance.library_versions(),
         "device": provenance.device(),
-        "machine": provenance.machine(),
-        "finished": provenance.now(),
-        "training_seconds": training_seconds,
+        "machine": machine,
     }
