@@ -26,7 +26,7 @@ from regbench.claims import stats
 from regbench.config import ClaimsParams, DecideParams, Params
 from regbench.data.experiments import names as experiment_names
 from regbench.io import read_json
-from regbench.schema import ParamsError, build, check, fail, to_plain
+from regbench.schema import ParamsError, build, check, check_claim_id, fail, to_plain
 from regbench.train import records
 from regbench.train.records import EPOCH_METRICS, FINAL_METRICS, Run, load_runs
 
@@ -204,6 +204,7 @@ def load_registry(path: str | Path) -> Registry:
     seen: set[str] = set()
     for index, claim in enumerate(registry.claims):
         where = f"claims[{index}]"
+        check_claim_id(f"{where}.id", claim.id, source=path.name)
         if claim.id in seen:
             _fail(path, f"{where}.id", claim.id, "is listed twice; ids must be unique")
         seen.add(claim.id)
