@@ -113,9 +113,77 @@ def test_leftovers_of_a_dead_writer_are_removed_and_a_live_writers_kept(tmp_path
     assert [p.name for p in tmp_path.glob(".circles-overfit.p*.part")] == [live.name]
 
 
-def test_dvc_ignores_temporary_outputs():
-    ignored = Path(__file__).resolve().parents[1].joinpath(".dvcignore").read_text().split()
-    assert ".*.part" in ignored
+# The child writes "new" over a target holding "old" and SIGKILLs itself at one step of the swap:
+# "block" while writing, or before the n-th os.rename / shutil.rmtree of the replacement (0: the old
+# directory aside, 1: the new one in, 2: deleting the old one).
+SWAP_KILLER = """
+import os, shutil, signal, sys
+from pathlib import Path
+from regbench import io
+
+target, kill_at = Path(sys.argv[1]), sys.argv[2]
+steps = []
+
+def killing(real):
+    def step(*args, **kwargs):
+        if str(len(steps)) == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        steps.append(real.__name__)
+        return real(*args, **kwargs)
+    return step
+
+os.rename, shutil.rmtree = killing(os.rename), killing(shutil.rmtree)
+with io.atomic_directory(target) as out:
+    (out / "data.txt").write_text("new")
+    if kill_at == "block":
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize(("kill_at", "survivor"), [("block", "old"), ("0", "old"), ("1", "old"), ("2", "new")])
+def test_a_kill_at_any_step_of_replacing_a_directory_loses_neither_copy(tmp_path, kill_at, survivor):
+    target = tmp_path / "circles-overfit"
+    target.mkdir()
+    (target / "data.txt").write_text("old")
+    child = subprocess.run([sys.executable, "-c", SWAP_KILLER, str(target), kill_at], cwd=REPO_ROOT)
+    assert child.returncode == -9
+    if kill_at == "1":  # killed between the renames: the old directory is aside, whole
+        assert not target.exists()
+        (aside,) = tmp_path.glob(".circles-overfit.p*.old.part")
+        assert (aside / "data.txt").read_text() == "old"
+    # The next writer, which fails itself, finds the survivor back in place and leaves nothing else.
+    with pytest.raises(RuntimeError), io.atomic_directory(target) as out:
+        assert (target / "data.txt").read_text() == survivor  # what the run store would reuse from
+        (out / "data.txt").write_text("failed")
+        raise RuntimeError("a failing writer")
+    assert (target / "data.txt").read_text() == survivor
+    assert [path.name for path in tmp_path.iterdir()] == ["circles-overfit"]
+
+
+def test_dvc_status_ignores_temporary_outputs_inside_a_tracked_directory(tmp_path):
+    """Writers leave `.<name>.p<pid>.<random>.part` files and folders (a kill, or a live writer of a parallel
+    queue); inside a tracked output they must not change its hash, which is what .dvcignore is for."""
+    shutil.copy(REPO_ROOT / ".dvcignore", tmp_path / ".dvcignore")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    dvc_ = [sys.executable, "-m", "dvc"]
+    subprocess.run([*dvc_, "init", "-q"], cwd=tmp_path, check=True)
+    command = "mkdir -p out && echo data > out/run.json"
+    subprocess.run([*dvc_, "stage", "add", "-q", "-n", "write", "-o", "out", command], cwd=tmp_path, check=True)
+    subprocess.run([*dvc_, "repro", "-q"], cwd=tmp_path, check=True, capture_output=True)
+
+    def status() -> dict:
+        result = subprocess.run([*dvc_, "status", "--json"], cwd=tmp_path, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    assert status() == {}
+    (tmp_path / "out" / f".run.json.p{dead_pid()}.a1b2.part").write_text("half")
+    (tmp_path / "out" / f".runs.p{os.getpid()}.c3.part").mkdir()
+    (tmp_path / "out" / f".runs.p{os.getpid()}.c3.part" / "x.json").write_text("{}")
+    assert status() == {}
+    # The same files without the ignore rule are a change: the check above can fail.
+    (tmp_path / ".dvcignore").unlink()
+    assert status() != {}
 
 
 # --- bad input -----------------------------------------------------------------------------------
