@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from regbench import config
-from regbench.cli import one_argument, run_stage
+from regbench.cli import one_argument, quiet_tensorflow_import, run_stage
 from regbench.io import atomic_directory
 
 
@@ -14,9 +14,10 @@ def main(argv: list[str]) -> None:
     run_name = one_argument(argv, params.train.runs, "run")
     experiment, _ = params.run(run_name)
 
-    import keras
+    with quiet_tensorflow_import():
+        import keras
 
-    from regbench.train.tracking import StageKilled, Tracker, killed_on_signal
+    from regbench.train.tracking import StageKilled, Tracker
     from regbench.train.variant import train
 
     if params.train.deterministic and keras.backend.backend() == "tensorflow":
@@ -26,7 +27,7 @@ def main(argv: list[str]) -> None:
     tracker = Tracker(experiment_name=f"regbench/{experiment.name}")
     out = Path("results/train") / run_name
     try:
-        with killed_on_signal(), atomic_directory(out) as out_dir:
+        with atomic_directory(out) as out_dir:
             summary = train(params, run_name, out_dir, tracker, reuse_from=out)
     except BaseException as error:
         tracker.end_stage_run("KILLED" if isinstance(error, StageKilled | KeyboardInterrupt) else "FAILED")

@@ -9,7 +9,7 @@ import shutil
 import pytest
 import yaml
 
-from tests.conftest import copy_repo, dvc, shrunk_params, write_params
+from tests.conftest import PipelineSpec
 
 pytestmark = pytest.mark.pipeline
 RUNS = {"circles": ["dropout"], "sonar": ["hidden_dropout"]}
@@ -37,31 +37,30 @@ def runs_of(repo, stage: str) -> dict[str, int]:
     return json.loads((repo / "results/train" / stage / "manifest.json").read_text())["runs"]
 
 
-def test_growing_seeds_trains_only_the_new_runs_and_gives_the_from_scratch_bytes(tmp_path, mirror):
-    repo = copy_repo(tmp_path)
-    write_params(repo, shrunk_params(mirror, RUNS, epochs=3, seeds=(0, 1, 2)))
-    dvc(repo, "repro", *TARGETS)
+def test_growing_seeds_trains_only_the_new_runs_and_gives_the_from_scratch_bytes(make_pipeline):
+    pipeline = make_pipeline(PipelineSpec(RUNS, epochs=3, seeds=(0, 1, 2), repro=tuple(TARGETS)))
+    repo = pipeline.repo
     folds = 2  # shrunk_params: sonar's CV has 2 folds
     assert runs_of(repo, "sonar-hidden_dropout") == {"trained": 3 * folds, "reused": 0}
 
     set_seeds(repo, [0, 1, 2, 3, 4])
-    dvc(repo, "repro", *TARGETS)
+    pipeline.dvc("repro", *TARGETS)
     assert runs_of(repo, "circles-dropout") == {"trained": 2, "reused": 3}
     assert runs_of(repo, "sonar-hidden_dropout") == {"trained": 2 * folds, "reused": 3 * folds}
     grown = {stage: digests(repo, stage) for stage in STAGES}
-    assert "Data and pipelines are up to date" in dvc(repo, "status", *TARGETS).stdout
+    assert "Data and pipelines are up to date" in pipeline.dvc("status", *TARGETS).stdout
 
     # From scratch with the final seed list: no run store to read from, the same bytes.
     for stage in STAGES:
         shutil.rmtree(repo / "results/train" / stage)
-        dvc(repo, "repro", "-f", "-s", f"train@{stage}")
+        pipeline.dvc("repro", "-f", "-s", f"train@{stage}")
         assert runs_of(repo, stage)["reused"] == 0
         assert digests(repo, stage) == grown[stage]
 
     # Shrinking trains nothing, and the store keeps exactly the runs in use (what dvc.lock records).
     set_seeds(repo, [0, 1])
-    dvc(repo, "repro", *TARGETS)
+    pipeline.dvc("repro", *TARGETS)
     assert runs_of(repo, "circles-dropout") == {"trained": 0, "reused": 2}
     assert len(list((repo / "results/train/circles-dropout/runs").glob("*.json"))) == 2
     assert len(list((repo / "results/train/sonar-hidden_dropout/runs").glob("*.json"))) == 2 * folds
-    assert "Data and pipelines are up to date" in dvc(repo, "status", *TARGETS).stdout
+    assert "Data and pipelines are up to date" in pipeline.dvc("status", *TARGETS).stdout

@@ -30,6 +30,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 
+from regbench.cli import Stopped
 from regbench.io import start_time
 from regbench.train.records import divergence_reason
 
@@ -73,8 +74,8 @@ SUMMARY_COLUMNS = (
 NOT_SUMMARY = {"runs", "diverged", "repeats_ok", "status", "grid_value"}
 
 
-class StageKilled(BaseException):
-    """SIGTERM or SIGINT arrived: end the open MLflow runs as KILLED and stop."""
+# SIGTERM or SIGINT arrived (regbench.cli.stop_on_signals): end the open MLflow runs as KILLED and stop.
+StageKilled = Stopped
 
 
 def tracking_uri() -> str:
@@ -144,7 +145,7 @@ def killed_on_signal() -> Iterator[None]:
     """Turn SIGTERM/SIGINT into StageKilled so ``finally`` blocks can close runs."""
 
     def handler(signum, frame):
-        raise StageKilled(f"received signal {signum}")
+        raise StageKilled(signum)
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
