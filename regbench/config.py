@@ -21,9 +21,11 @@ import yaml
 
 from regbench.data.experiments import registry
 from regbench.schema import (
+    SEED_LIMIT,
     ParamsError,
     build,
     check,
+    check_name,
     fail,
     non_negative,
     positive,
@@ -226,6 +228,7 @@ def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[st
 
 
 def _build_experiment(name: str, raw: Any) -> ExperimentParams:
+    check_name(name, name)
     if not isinstance(raw, Mapping):
         fail(name, raw, "must be a mapping with keys data, seeds, defaults, variants")
     allowed = {"data", "seeds", "defaults", "variants"}
@@ -245,6 +248,7 @@ def _build_experiment(name: str, raw: Any) -> ExperimentParams:
         fail(f"{name}.variants", variants_raw, "must be a non-empty mapping of variant names")
     variants = {}
     for variant_name, override in variants_raw.items():
+        check_name(f"{name}.variants.{variant_name}", variant_name)
         variants[variant_name] = _build_variant(
             f"{name}.variants.{variant_name}", variant_name, defaults_raw, override or {}
         )
@@ -255,10 +259,17 @@ def _seeds(path: str, seeds: Any) -> tuple[int, ...]:
     if (
         not isinstance(seeds, list)
         or not seeds
-        or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds)
+        or not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds)
         or len(set(seeds)) != len(seeds)
     ):
-        fail(path, seeds, "must be a non-empty list of distinct non-negative integers")
+        fail(path, seeds, "must be a non-empty list of distinct integers in [0, 2**32)")
+    for i, seed in enumerate(seeds):
+        if not 0 <= seed < SEED_LIMIT:
+            fail(
+                f"{path}[{i}]",
+                seed,
+                f"must be in [0, 2**32) = [0, {SEED_LIMIT}): NumPy and TensorFlow seeds are 32-bit",
+            )
     return tuple(seeds)
 
 
@@ -279,6 +290,10 @@ def _build_variant(path: str, name: str, defaults_raw: Mapping, override: Any) -
         fail(f"{path}.grid", grid_key, f"a grid can vary one of {sorted(scalar_fields)}")
     if not isinstance(values, list) or not values:
         fail(f"{path}.grid.{grid_key}", values, "must be a non-empty list of values")
+    for i, value in enumerate(values):
+        # Equal values (0.1 and 0.10 too) would be one member trained twice as often as the others.
+        if any(value == earlier for earlier in values[:i]):
+            fail(f"{path}.grid.{grid_key}[{i}]", value, "repeats an earlier value; each grid value must be listed once")
     members = []
     for i, value in enumerate(values):
         merged = _deep_merge(defaults_raw, {**override, grid_key: value})

@@ -21,6 +21,8 @@ import numpy as np
 import psutil
 
 PART_SUFFIX = ".part"
+# The previous directory while a new one replaces it (atomic_directory): a .part too, so DVC ignores it.
+ASIDE_SUFFIX = ".old" + PART_SUFFIX
 
 
 @contextlib.contextmanager
@@ -43,20 +45,45 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_directory(target: str | Path) -> Iterator[Path]:
-    """Yield a fresh temporary directory; it replaces ``target`` whole only if the block succeeds."""
+    """Yield a fresh temporary directory; it replaces ``target`` whole only if the block succeeds.
+
+    A directory cannot be swapped in one rename, so the old one is renamed aside first, the new one moved
+    in, and only then the old one deleted: at no moment is the only copy of either being deleted. A kill
+    between the two renames leaves the old directory aside; the next writer of ``target`` puts it back
+    before it starts (it may read it: the run store does).
+    """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
+    restore_aside(target)
     remove_leftovers(target)
     temporary = Path(tempfile.mkdtemp(prefix=_part_prefix(target), suffix=PART_SUFFIX, dir=target.parent))
     temporary.chmod(0o777 & ~umask())
     try:
         yield temporary
+        aside = None
         if target.exists():
-            shutil.rmtree(target)
-        os.replace(temporary, target)
+            aside = target.parent / f"{_part_prefix(target)}{os.urandom(4).hex()}{ASIDE_SUFFIX}"
+            os.rename(target, aside)
+        os.rename(temporary, target)
+        if aside is not None:
+            shutil.rmtree(aside)
     finally:
         if temporary.exists():
             shutil.rmtree(temporary)
+
+
+def restore_aside(target: str | Path) -> Path | None:
+    """Put back the previous ``target`` that a killed writer had renamed aside; return where it was."""
+    target = Path(target)
+    if target.exists():
+        return None
+    asides = [path for path in _dead_writers_parts(target) if path.name.endswith(ASIDE_SUFFIX) and path.is_dir()]
+    if not asides:
+        return None
+    # Several only if writers were killed twice in that window with nothing written between: the newest.
+    newest = max(asides, key=lambda path: path.stat().st_mtime)
+    os.rename(newest, target)
+    return newest
 
 
 def _part_prefix(target: Path) -> str:
@@ -68,18 +95,25 @@ def remove_leftovers(target: str | Path) -> list[Path]:
 
     A live writer's (another stage of a parallel queue, say) are left alone.
     """
-    target = Path(target)
     removed = []
-    for candidate in target.parent.glob(f".{glob.escape(target.name)}.p*{PART_SUFFIX}"):
-        owner = candidate.name[len(target.name) + 3 :].split(".", 1)[0]
-        if not owner.isdigit() or psutil.pid_exists(int(owner)):
-            continue
+    for candidate in _dead_writers_parts(target):
         if candidate.is_dir() and not candidate.is_symlink():
             shutil.rmtree(candidate, ignore_errors=True)
         else:
             candidate.unlink(missing_ok=True)
         removed.append(candidate)
     return removed
+
+
+def _dead_writers_parts(target: str | Path) -> list[Path]:
+    """The temporary siblings of ``target`` whose writing process is gone."""
+    target = Path(target)
+    found = []
+    for candidate in target.parent.glob(f".{glob.escape(target.name)}.p*{PART_SUFFIX}"):
+        owner = candidate.name[len(target.name) + 3 :].split(".", 1)[0]
+        if owner.isdigit() and not psutil.pid_exists(int(owner)):
+            found.append(candidate)
+    return found
 
 
 def umask() -> int:

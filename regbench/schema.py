@@ -9,6 +9,8 @@ message always has the form ``<path> = <value>: <what is allowed>`` so a typo in
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 import types
 import typing
 from collections.abc import Callable, Mapping
@@ -33,12 +35,36 @@ def positive_int(value: int) -> bool:
     return value > 0
 
 
+# YAML's .inf is a float like any other: a bound that means "a number" must also refuse infinity
+# (a learning rate of .inf trains NaNs; a timeout of .inf never times out). NaN fails every comparison.
 def non_negative(value: float) -> bool:
-    return value >= 0
+    return math.isfinite(value) and value >= 0
 
 
 def positive(value: float) -> bool:
-    return value > 0
+    return math.isfinite(value) and value > 0
+
+
+# Names become folder names (results/train/<experiment>-<variant>), DVC stage names (train@...), MLflow
+# experiment names and dotted claim ids: one pattern keeps each of them a plain name and never a path.
+NAME_PATTERN = re.compile(r"[a-z0-9_]+")
+NAME_RULE = "a name of lowercase letters, digits and underscores ([a-z0-9_]+)"
+SEED_LIMIT = 2**32  # NumPy's and TensorFlow's seeds are 32-bit unsigned: [0, 2**32)
+
+
+def check_name(path: str, value: Any, source: str = "params.yaml") -> str:
+    """An experiment or variant name; anything else (``../x``, ``a-b``, ``A``) fails naming ``path``."""
+    if not isinstance(value, str) or not NAME_PATTERN.fullmatch(value):
+        raise ParamsError(f"{source}: {path} = {value!r}: must be {NAME_RULE}")
+    return value
+
+
+def check_claim_id(path: str, value: Any, source: str = "claims.yaml") -> str:
+    """A claim id, ``<experiment>.<name>``, each part a name (``check_name``)."""
+    parts = value.split(".") if isinstance(value, str) else []
+    if len(parts) != 2 or not all(NAME_PATTERN.fullmatch(part) for part in parts):
+        raise ParamsError(f"{source}: {path} = {value!r}: must be <experiment>.<name>, each part {NAME_RULE}")
+    return value
 
 
 def rate(value: float) -> bool:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from regbench import config
-from regbench.cli import one_argument, run_stage
+from regbench.cli import one_argument, quiet_tensorflow_import, run_stage
 from regbench.io import atomic_directory, write_json
 
 HEADLINES = Path("metrics")
@@ -20,11 +20,12 @@ def main(argv: list[str]) -> None:
     run_name = one_argument(argv, params.train.runs, "run")
     experiment, _ = params.run(run_name)
 
-    import keras
+    with quiet_tensorflow_import():
+        import keras
 
     from regbench.train import records
     from regbench.train.identity import retrain_requested
-    from regbench.train.tracking import StageKilled, Tracker, killed_on_signal, read_run_log
+    from regbench.train.tracking import StageKilled, Tracker, read_run_log
     from regbench.train.variant import train
 
     if params.train.deterministic and keras.backend.backend() == "tensorflow":
@@ -36,7 +37,8 @@ def main(argv: list[str]) -> None:
     reuse_from = None if retrain_requested() else out
     tracker = Tracker(experiment_name=f"regbench/{experiment.name}")
     try:
-        with killed_on_signal(), atomic_directory(out) as out_dir:
+        # SIGTERM and SIGINT arrive as StageKilled (regbench.cli.run_stage), so the runs close as KILLED.
+        with atomic_directory(out) as out_dir:
             summary = train(params, run_name, out_dir, tracker, reuse_from=reuse_from)
     except BaseException as error:
         tracker.end_stage_run("KILLED" if isinstance(error, StageKilled | KeyboardInterrupt) else "FAILED")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import gzip
 import io
 import os
@@ -10,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -197,3 +199,95 @@ def stage_process(dvc_process: subprocess.Popen, stage: str) -> psutil.Process |
         except psutil.NoSuchProcess:
             continue
     return None
+
+
+# --- the shrunk pipeline: a copy of this repo with shrunk params, driven by the real DVC -------------------
+
+# Settings of the test process that would point a copied pipeline at another store, mirror or cluster, or
+# set TensorFlow's log level for it (the stages choose their own, as under a user's shell).
+OUTSIDE_SETTINGS = ("MLFLOW_TRACKING_URI", "REGBENCH_MIRROR", "RAY_ADDRESS", "TF_CPP_MIN_LOG_LEVEL")
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineSpec:
+    """What a test pipeline holds: ``shrunk_params(runs, epochs, seeds)``, then ``change`` applied to it."""
+
+    runs: Mapping[str, Sequence[str]]
+    epochs: int = 2
+    seeds: tuple[int, ...] = (0, 1)
+    change: Callable[[dict], None] | None = None
+    # Commit the copy first (dvc exp and dvc queue need a commit; git status then shows only a test's edits).
+    commit: bool = False
+    # `dvc repro` these targets once built (() for the whole pipeline); None: leave it to the test.
+    repro: tuple[str, ...] | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Pipeline:
+    """A copied repo whose DVC runs with its own MLflow store (its mlflow.db) and its params' mirror only."""
+
+    repo: Path
+
+    def env(self, **settings: str) -> dict[str, str]:
+        """The stages' environment: this venv's python first on PATH, nothing of the test process'
+        ``OUTSIDE_SETTINGS``, plus ``settings``."""
+        base = {key: value for key, value in dvc_env().items() if key not in OUTSIDE_SETTINGS}
+        return {**base, **settings}
+
+    def dvc(self, *args: str, check: bool = True, **settings: str) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            [sys.executable, "-m", "dvc", *args],
+            cwd=self.repo,
+            capture_output=True,
+            text=True,
+            env=self.env(**settings),
+        )
+        if check and result.returncode != 0:
+            raise AssertionError(f"dvc {' '.join(args)} failed:\n{result.stdout}\n{result.stderr}")
+        return result
+
+    def edit_params(self, change: Callable[[dict], None]) -> str:
+        """Apply ``change`` to params.yaml; return its former text (to put back)."""
+        path = self.repo / "params.yaml"
+        before = path.read_text()
+        raw = yaml.safe_load(before)
+        change(raw)
+        write_params(self.repo, raw)
+        return before
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"sqlite:///{self.repo / 'mlflow.db'}"
+
+
+def build_pipeline(directory: Path, mirror: Path, spec: PipelineSpec) -> Pipeline:
+    """Copy the repo into ``directory``, shrink its params per ``spec``, and commit or run it as it asks."""
+    pipeline = Pipeline(copy_repo(directory))
+    raw = shrunk_params(mirror, dict(spec.runs), epochs=spec.epochs, seeds=spec.seeds)
+    if spec.change is not None:
+        spec.change(raw)
+    write_params(pipeline.repo, raw)
+    if spec.commit:
+        git(pipeline.repo, "add", "-A")
+        git(pipeline.repo, "commit", "-qm", "shrunk copy")
+    if spec.repro is not None:
+        pipeline.dvc("repro", *spec.repro)
+    return pipeline
+
+
+@pytest.fixture(scope="module")
+def pipeline(request, tmp_path_factory, mirror) -> Pipeline:
+    """One shrunk pipeline per test module: its spec is the module's ``PIPELINE``, or a parameter given with
+    ``@pytest.mark.parametrize("pipeline", [PipelineSpec(...)], indirect=True)`` (one pipeline per spec)."""
+    spec = getattr(request, "param", None) or request.module.PIPELINE
+    return build_pipeline(tmp_path_factory.mktemp("pipeline"), mirror, spec)
+
+
+@pytest.fixture
+def make_pipeline(tmp_path, mirror) -> Callable[..., Pipeline]:
+    """A fresh shrunk pipeline for one test: ``make_pipeline(PipelineSpec(...), name="repo")``."""
+
+    def make(spec: PipelineSpec, name: str = "repo") -> Pipeline:
+        return build_pipeline(tmp_path / name, mirror, spec)
+
+    return make

@@ -5,7 +5,7 @@ import copy
 import pytest
 
 from regbench import config
-from regbench.schema import ParamsError
+from regbench.schema import NAME_PATTERN, ParamsError
 from tests.conftest import real_params
 
 
@@ -147,3 +147,76 @@ def test_load_reports_invalid_yaml(tmp_path):
     path.write_text("train: [unclosed\n")
     with pytest.raises(ParamsError, match="not valid YAML"):
         config.load(path)
+
+
+def _rename_variant(raw: dict, experiment: str, old: str, new: str) -> None:
+    raw[experiment]["variants"][new] = raw[experiment]["variants"].pop(old)
+    raw["train"]["runs"].pop(f"{experiment}-{old}")
+    raw["train"]["runs"][f"{experiment}-{new}"] = {"experiment": experiment, "variant": new}
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (
+            lambda r: _rename_variant(r, "circles", "overfit", "../../../../../victim"),
+            "circles.variants.../../../../../victim = '../../../../../victim': must be a name of lowercase letters",
+        ),
+        (lambda r: _rename_variant(r, "sonar", "baseline", "Base-line"), "'Base-line': must be a name of"),
+        (lambda r: _rename_variant(r, "imdb", "l2", "l2 "), "'l2 ': must be a name of"),
+        (
+            lambda r: r["imdb"]["defaults"]["optimizer"].update(learning_rate=float("inf")),
+            "imdb.defaults.optimizer.learning_rate = inf: must be a positive number",
+        ),
+        (
+            lambda r: r["sonar"]["variants"]["baseline"].update(optimizer={"learning_rate": float("nan")}),
+            "sonar.variants.baseline.optimizer.learning_rate = nan: must be a positive number",
+        ),
+        (lambda r: r["imdb"].update(seeds=[0, 2**32]), f"imdb.seeds[1] = {2**32}: must be in [0, 2**32)"),
+        (lambda r: r["imdb"].update(seeds=[-1]), "imdb.seeds[0] = -1: must be in [0, 2**32)"),
+        (
+            lambda r: r["circles"]["variants"]["overfit"].update(seeds=[3, 2**40]),
+            f"circles.variants.overfit.seeds[1] = {2**40}: must be in [0, 2**32)",
+        ),
+        (
+            lambda r: r["circles"]["variants"]["dropout_grid"]["grid"].update(hidden_dropout=[0.1, 0.2, 0.10]),
+            "circles.variants.dropout_grid.grid.hidden_dropout[2] = 0.1: repeats an earlier value",
+        ),
+        (lambda r: r["fetch"].update(timeout_s=float("inf")), "fetch.timeout_s = inf: must be a positive number"),
+    ],
+)
+def test_names_seeds_rates_and_grids_that_would_misbehave_are_refused_naming_the_key(change, expected):
+    with pytest.raises(ParamsError) as error:
+        parse_with(change)
+    assert expected in str(error.value)
+
+
+def test_the_largest_32_bit_seed_is_accepted():
+    params = parse_with(lambda r: r["imdb"].update(seeds=[0, 2**32 - 1]))
+    assert params.experiments["imdb"].seeds == (0, 2**32 - 1)
+
+
+def test_every_name_in_the_real_params_and_claims_follows_the_pattern():
+    from regbench.claims.judge import load_registry
+    from tests.conftest import REPO_ROOT
+
+    params = config.parse(real_params())
+    names = [name for experiment in params.experiments.values() for name in (experiment.name, *experiment.variants)]
+    assert names and all(NAME_PATTERN.fullmatch(name) for name in names)
+    assert load_registry(REPO_ROOT / "claims.yaml").claims  # every id passed check_claim_id
+
+
+@pytest.mark.parametrize("bad_id", ["sonar", "sonar.a.b", "sonar./x", "../sonar.x", "Sonar.x", "sonar.<script>"])
+def test_a_claim_id_that_is_not_experiment_dot_name_is_refused(tmp_path, bad_id):
+    import yaml
+
+    from regbench.claims.judge import load_registry
+    from tests.conftest import REPO_ROOT
+
+    raw = yaml.safe_load((REPO_ROOT / "claims.yaml").read_text())
+    raw["claims"][3]["id"] = bad_id
+    path = tmp_path / "claims.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    with pytest.raises(ParamsError) as error:
+        load_registry(path)
+    assert f"claims.yaml: claims[3].id = {bad_id!r}: must be <experiment>.<name>" in str(error.value)

@@ -15,16 +15,7 @@ import yaml
 
 from regbench import config
 from regbench.claims import decide
-from tests.conftest import (
-    REPO_ROOT,
-    copy_repo,
-    dvc,
-    dvc_env,
-    real_params,
-    shrunk_params,
-    without_variant_seeds,
-    write_params,
-)
+from tests.conftest import REPO_ROOT, PipelineSpec, real_params, without_variant_seeds
 
 # Labels whose direction is undecided: the decide loop grows these claims.
 OPEN = ("undecided", "no effect of the published size")
@@ -102,15 +93,15 @@ def test_decide_refuses_without_sequential_verdicts():
 
 
 @pytest.mark.pipeline
-def test_decide_end_to_end_grows_undecided_claims_and_a_plain_repro_reproduces_the_verdicts(tmp_path, mirror):
+def test_decide_end_to_end_grows_undecided_claims_and_a_plain_repro_reproduces_the_verdicts(make_pipeline):
     runs = {"circles": ["overfit", "dropout", "maxnorm"]}
-    raw = shrunk_params(mirror, runs, epochs=2, seeds=(0, 1, 2))
-    raw["decide"].update(sequential=True, start=3, batch=1, max_repeats=4, budget_runs=None, budget_seconds=None)
-    repo = copy_repo(tmp_path / "decide")
-    write_params(repo, raw)
+    sequential = dict(sequential=True, start=3, batch=1, max_repeats=4, budget_runs=None, budget_seconds=None)
+    spec = PipelineSpec(runs, epochs=2, seeds=(0, 1, 2), change=lambda raw: raw["decide"].update(sequential))
+    pipeline = make_pipeline(spec, "decide")
+    repo = pipeline.repo
     # A fresh loop: the committed rounds (the real run's) would be continued and counted against the budget.
     (repo / "reports/decide_rounds.json").write_text(json.dumps({"rounds": [], "stopped": None}) + "\n")
-    env = {k: v for k, v in dvc_env().items() if k not in ("MLFLOW_TRACKING_URI", "REGBENCH_MIRROR")}
+    env = pipeline.env()
     started = time.monotonic()
     done = subprocess.run([sys.executable, "-m", "stages.decide"], cwd=repo, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -133,10 +124,10 @@ def test_decide_end_to_end_grows_undecided_claims_and_a_plain_repro_reproduces_t
         assert claim["verdict_alone"] not in OPEN or claim["sequential"]["at_max_repeats"], claim_id
         assert claim_id in rounds[-1]["claims"] and rounds[-1]["claims"][claim_id]["verdict"] == claim["verdict"]
     assert "## Adaptive repeats" in (repo / "reports/report.md").read_text()
-    assert dvc(repo, "status", "--json").stdout.strip() in ("{}", "")
+    assert pipeline.dvc("status", "--json").stdout.strip() in ("{}", "")
     print(f"decide loop: {len(rounds)} rounds in {time.monotonic() - started:.0f} s")
     # A clean copy with the final params.yaml: one plain dvc repro gives the same verdicts and values.
-    clean = copy_repo(tmp_path / "clean")
+    clean = make_pipeline(spec, "clean").repo
     shutil.copy(repo / "params.yaml", clean / "params.yaml")
     subprocess.run([sys.executable, "-m", "dvc", "repro"], cwd=clean, env=env, check=True, capture_output=True)
     again = json.loads((clean / "reports/claims_detail.json").read_text())["claims"]

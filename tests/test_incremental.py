@@ -9,7 +9,7 @@ import shutil
 import pytest
 import yaml
 
-from tests.conftest import copy_repo, dvc, shrunk_params, write_params
+from tests.conftest import PipelineSpec
 
 pytestmark = pytest.mark.pipeline
 RUNS = {"circles": ["dropout"], "sonar": ["hidden_dropout"]}
@@ -39,34 +39,33 @@ def runs_of(repo, stage: str) -> dict[str, int]:
     return json.loads(last)["runs"]
 
 
-def test_growing_seeds_trains_only_the_new_runs_and_gives_the_from_scratch_bytes(tmp_path, mirror):
-    repo = copy_repo(tmp_path)
-    write_params(repo, shrunk_params(mirror, RUNS, epochs=3, seeds=(0, 1, 2)))
-    dvc(repo, "repro", *TARGETS)
+def test_growing_seeds_trains_only_the_new_runs_and_gives_the_from_scratch_bytes(make_pipeline):
+    pipeline = make_pipeline(PipelineSpec(RUNS, epochs=3, seeds=(0, 1, 2), repro=tuple(TARGETS)))
+    repo = pipeline.repo
     folds = 2  # shrunk_params: sonar's CV has 2 folds
     assert runs_of(repo, "sonar-hidden_dropout") == {"trained": 3 * folds, "reused": 0}
 
     set_seeds(repo, [0, 1, 2, 3, 4])
-    dvc(repo, "repro", *TARGETS)
+    pipeline.dvc("repro", *TARGETS)
     assert runs_of(repo, "circles-dropout") == {"trained": 2, "reused": 3}
     assert runs_of(repo, "sonar-hidden_dropout") == {"trained": 2 * folds, "reused": 3 * folds}
     grown = {stage: digests(repo, stage) for stage in STAGES}
-    assert "Data and pipelines are up to date" in dvc(repo, "status", *TARGETS).stdout
+    assert "Data and pipelines are up to date" in pipeline.dvc("status", *TARGETS).stdout
 
     # From scratch with the final seed list: no run store to read from, the same bytes.
     for stage in STAGES:
         shutil.rmtree(repo / "results/train" / stage)
-        dvc(repo, "repro", "-f", "-s", f"train@{stage}")
+        pipeline.dvc("repro", "-f", "-s", f"train@{stage}")
         assert runs_of(repo, stage)["reused"] == 0
         assert digests(repo, stage) == grown[stage]
 
     # Shrinking trains nothing, and the store keeps exactly the runs in use (what dvc.lock records).
     set_seeds(repo, [0, 1])
-    dvc(repo, "repro", *TARGETS)
+    pipeline.dvc("repro", *TARGETS)
     assert runs_of(repo, "circles-dropout") == {"trained": 0, "reused": 2}
     assert len(list((repo / "results/train/circles-dropout/runs").glob("*.json"))) == 2
     assert len(list((repo / "results/train/sonar-hidden_dropout/runs").glob("*.json"))) == 2 * folds
-    assert "Data and pipelines are up to date" in dvc(repo, "status", *TARGETS).stdout
+    assert "Data and pipelines are up to date" in pipeline.dvc("status", *TARGETS).stdout
 
 
 def trained_under(repo, stage: str) -> list[dict]:
@@ -78,44 +77,40 @@ def append_comment(repo, path: str) -> None:
         file.write("\n# an edit that changes no behaviour\n")
 
 
-def test_one_declaration_decides_what_retrains_and_retraining_is_explicit(tmp_path, mirror, monkeypatch):
+def test_one_declaration_decides_what_retrains_and_retraining_is_explicit(make_pipeline, monkeypatch):
     """regbench/train/identity.py: presentation edits rerun the stage and reuse its runs; engine edits,
     REGBENCH_RETRAIN=1 and a numeric environment setting retrain them; the manifest says what they ran under."""
     for name in ("TF_ENABLE_ONEDNN_OPTS", "REGBENCH_RETRAIN"):
         monkeypatch.delenv(name, raising=False)
-    repo = copy_repo(tmp_path)
-    write_params(repo, shrunk_params(mirror, {"circles": ["dropout"]}, epochs=2, seeds=(0, 1)))
+    pipeline = make_pipeline(PipelineSpec({"circles": ["dropout"]}, epochs=2, seeds=(0, 1)))
+    repo = pipeline.repo
     stage, target = "circles-dropout", "train@circles-dropout"
-    dvc(repo, "repro", target)
+    pipeline.dvc("repro", target)
     assert runs_of(repo, stage) == {"trained": 2, "reused": 0}
     first = digests(repo, stage)
 
     # Code that writes or presents the numbers: DVC reruns the stage (fresh outputs), the runs are read back.
     append_comment(repo, "regbench/train/tracking.py")
-    assert "regbench/train/tracking.py" in dvc(repo, "status", target).stdout
-    dvc(repo, "repro", target)
+    assert "regbench/train/tracking.py" in pipeline.dvc("status", target).stdout
+    pipeline.dvc("repro", target)
     assert runs_of(repo, stage) == {"trained": 0, "reused": 2}
     assert digests(repo, stage) == first
 
     # Code that computes them: every run trains again (to the same bytes: a comment changes no arithmetic).
     append_comment(repo, "regbench/train/engine.py")
-    dvc(repo, "repro", target)
+    pipeline.dvc("repro", target)
     assert runs_of(repo, stage) == {"trained": 2, "reused": 0}
     assert digests(repo, stage) == first
 
     # `dvc repro -f` cannot tell the stage it was forced (it reuses every run): REGBENCH_RETRAIN=1 retrains.
-    monkeypatch.setenv("REGBENCH_RETRAIN", "1")
-    dvc(repo, "repro", "-f", "-s", target)
+    pipeline.dvc("repro", "-f", "-s", target, REGBENCH_RETRAIN="1")
     assert runs_of(repo, stage) == {"trained": 2, "reused": 0}
-    monkeypatch.delenv("REGBENCH_RETRAIN")
 
     # The numeric environment: runs trained with oneDNN off are not reused under the default, and the
     # manifest names the setting each set of runs was trained under.
-    monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
-    dvc(repo, "repro", "-f", "-s", target)
+    pipeline.dvc("repro", "-f", "-s", target, TF_ENABLE_ONEDNN_OPTS="0")
     assert runs_of(repo, stage) == {"trained": 2, "reused": 0}
     assert [s["environment"]["TF_ENABLE_ONEDNN_OPTS"] for s in trained_under(repo, stage)] == ["0"]
-    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS")
-    dvc(repo, "repro", "-f", "-s", target)
+    pipeline.dvc("repro", "-f", "-s", target)
     assert runs_of(repo, stage) == {"trained": 2, "reused": 0}
     assert [s["environment"]["TF_ENABLE_ONEDNN_OPTS"] for s in trained_under(repo, stage)] == [None]

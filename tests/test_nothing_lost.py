@@ -8,12 +8,15 @@ import math
 import multiprocessing
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pytest
 import yaml
 from mlflow import MlflowClient
@@ -113,9 +116,193 @@ def test_leftovers_of_a_dead_writer_are_removed_and_a_live_writers_kept(tmp_path
     assert [p.name for p in tmp_path.glob(".circles-overfit.p*.part")] == [live.name]
 
 
-def test_dvc_ignores_temporary_outputs():
-    ignored = Path(__file__).resolve().parents[1].joinpath(".dvcignore").read_text().split()
-    assert ".*.part" in ignored
+# The child writes "new" over a target holding "old" and SIGKILLs itself at one step of the swap:
+# "block" while writing, or before the n-th os.rename / shutil.rmtree of the replacement (0: the old
+# directory aside, 1: the new one in, 2: deleting the old one).
+SWAP_KILLER = """
+import os, shutil, signal, sys
+from pathlib import Path
+from regbench import io
+
+target, kill_at = Path(sys.argv[1]), sys.argv[2]
+steps = []
+
+def killing(real):
+    def step(*args, **kwargs):
+        if str(len(steps)) == kill_at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        steps.append(real.__name__)
+        return real(*args, **kwargs)
+    return step
+
+os.rename, shutil.rmtree = killing(os.rename), killing(shutil.rmtree)
+with io.atomic_directory(target) as out:
+    (out / "data.txt").write_text("new")
+    if kill_at == "block":
+        os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+@pytest.mark.parametrize(("kill_at", "survivor"), [("block", "old"), ("0", "old"), ("1", "old"), ("2", "new")])
+def test_a_kill_at_any_step_of_replacing_a_directory_loses_neither_copy(tmp_path, kill_at, survivor):
+    target = tmp_path / "circles-overfit"
+    target.mkdir()
+    (target / "data.txt").write_text("old")
+    child = subprocess.run([sys.executable, "-c", SWAP_KILLER, str(target), kill_at], cwd=REPO_ROOT)
+    assert child.returncode == -9
+    if kill_at == "1":  # killed between the renames: the old directory is aside, whole
+        assert not target.exists()
+        (aside,) = tmp_path.glob(".circles-overfit.p*.old.part")
+        assert (aside / "data.txt").read_text() == "old"
+    # The next writer, which fails itself, finds the survivor back in place and leaves nothing else.
+    with pytest.raises(RuntimeError), io.atomic_directory(target) as out:
+        assert (target / "data.txt").read_text() == survivor  # what the run store would reuse from
+        (out / "data.txt").write_text("failed")
+        raise RuntimeError("a failing writer")
+    assert (target / "data.txt").read_text() == survivor
+    assert [path.name for path in tmp_path.iterdir()] == ["circles-overfit"]
+
+
+def test_dvc_status_ignores_temporary_outputs_inside_a_tracked_directory(tmp_path):
+    """Writers leave `.<name>.p<pid>.<random>.part` files and folders (a kill, or a live writer of a parallel
+    queue); inside a tracked output they must not change its hash, which is what .dvcignore is for."""
+    shutil.copy(REPO_ROOT / ".dvcignore", tmp_path / ".dvcignore")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    dvc_ = [sys.executable, "-m", "dvc"]
+    subprocess.run([*dvc_, "init", "-q"], cwd=tmp_path, check=True)
+    command = "mkdir -p out && echo data > out/run.json"
+    subprocess.run([*dvc_, "stage", "add", "-q", "-n", "write", "-o", "out", command], cwd=tmp_path, check=True)
+    subprocess.run([*dvc_, "repro", "-q"], cwd=tmp_path, check=True, capture_output=True)
+
+    def status() -> dict:
+        result = subprocess.run([*dvc_, "status", "--json"], cwd=tmp_path, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    assert status() == {}
+    (tmp_path / "out" / f".run.json.p{dead_pid()}.a1b2.part").write_text("half")
+    (tmp_path / "out" / f".runs.p{os.getpid()}.c3.part").mkdir()
+    (tmp_path / "out" / f".runs.p{os.getpid()}.c3.part" / "x.json").write_text("{}")
+    assert status() == {}
+    # The same files without the ignore rule are a change: the check above can fail.
+    (tmp_path / ".dvcignore").unlink()
+    assert status() != {}
+
+
+# --- stops: Ctrl-C, a parent gone --------------------------------------------------------------------
+
+# A stage whose main waits (stands for training); it says when it has started.
+SLEEPING_STAGE = """
+import sys, time
+sys.argv = ["stages/sleeper.py", "now"]
+from regbench.cli import run_stage
+
+def main(argv):
+    print("started", flush=True)
+    time.sleep(120)
+
+run_stage(main)
+"""
+
+
+def test_ctrl_c_ends_a_stage_with_one_line_and_exit_code_130():
+    stage = subprocess.Popen(
+        [sys.executable, "-c", SLEEPING_STAGE], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    assert stage.stdout.readline() == "started\n"
+    stage.send_signal(signal.SIGINT)
+    _, stderr = stage.communicate(timeout=30)
+    assert stage.returncode == 130
+    assert stderr.splitlines() == ["sleeper now: stopped by SIGINT (Ctrl-C)"]
+
+
+def test_a_stage_whose_parent_dies_stops_itself_and_says_why(tmp_path):
+    """As `dvc repro` killed by SIGTERM alone: its stage, now an orphan, must not train on and write."""
+    log = tmp_path / "stage.log"
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys, time\n"
+            f"stage = subprocess.Popen([sys.executable, '-c', {SLEEPING_STAGE!r}], stderr=open({str(log)!r}, 'w'))\n"
+            "time.sleep(120)",
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert parent.stdout.readline() == "started\n"  # the stage's stdout is the parent's
+        (stage,) = psutil.Process(parent.pid).children()
+        parent.kill()
+        parent.wait()
+        deadline = time.monotonic() + 30
+        while stage.is_running() and stage.status() != psutil.STATUS_ZOMBIE:
+            assert time.monotonic() < deadline, "the orphaned stage ran on"
+            time.sleep(0.1)
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    assert log.read_text().splitlines() == [
+        f"sleeper now: stopped: the process that started it (pid {parent.pid}) is gone"
+    ]
+
+
+def test_the_watch_covers_a_shell_that_does_not_exec_and_its_parent():
+    show = "import os; from regbench.cli import watched_ancestors; print(watched_ancestors(), os.getppid())"
+    # `; true` keeps the shell waiting between the two processes, as a shell that does not exec would.
+    through_shell = subprocess.run(
+        ["/bin/sh", "-c", f'"{sys.executable}" -c "{show}"; true'], cwd=REPO_ROOT, capture_output=True, text=True
+    ).stdout.split("] ")
+    shell_pid = int(through_shell[1])
+    assert json.loads(through_shell[0] + "]") == [shell_pid, os.getpid()]
+    direct = subprocess.run([sys.executable, "-c", show], cwd=REPO_ROOT, capture_output=True, text=True).stdout
+    assert json.loads(direct.split("] ")[0] + "]") == [os.getpid()]  # this test's python is no shell
+
+
+def test_tensorflow_load_notices_are_dropped_and_every_other_line_kept():
+    from regbench import cli
+
+    if cli.gpu_device_present():
+        pytest.skip("with a GPU device present the CUDA driver notice is kept on purpose")
+    lines = [
+        "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR",
+        "I0000 cudart_stub.cc:31] Could not find cuda drivers on your machine, GPU will not be used.",
+        "I0000 port.cc:153] oneDNN custom operations are on. You may see slightly different numerical results",
+        "E0000 something that went wrong",
+    ]
+    script = (
+        "import os\nfrom regbench.cli import quiet_tensorflow_import\nwith quiet_tensorflow_import():\n"
+        + "".join(f"    os.write(2, {(line + chr(10)).encode()!r})\n" for line in lines)
+        + "os.write(2, b'after\\n')\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True)
+    assert done.stderr.splitlines() == ["E0000 something that went wrong", "after"]
+
+
+def test_the_environment_check_names_what_is_missing(tmp_path):
+    from regbench import environment
+
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text(
+        '[project]\ndependencies = ["numpy>=1.26,<3", "no-such-distribution-here>=1 ; python_version>\'3\'"]\n'
+    )
+    assert environment.missing_distributions(pyproject) == ["no-such-distribution-here"]
+    assert environment.missing_distributions() == []  # this environment has every declared dependency
+    message = environment.wrong_environment_message(["numpy"])
+    assert "lacks numpy" in message and "`source .venv/bin/activate`" in message and "`dvc checkout`" in message
+
+
+def test_a_stage_under_a_python_without_the_projects_packages_exits_with_the_message():
+    system = shutil.which("python3", path="/usr/bin:/bin")
+    if system is None or subprocess.run([system, "-c", "import numpy, psutil"], capture_output=True).returncode == 0:
+        pytest.skip("no system python3 that lacks the project's packages")
+    done = subprocess.run(
+        [system, "-m", "stages.train", "circles-overfit"], cwd=REPO_ROOT, capture_output=True, text=True
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"error: this stage runs under {system}, which is not the project's Python")
+    assert "Traceback" not in done.stderr and "`./run.sh repro`" in done.stderr
 
 
 # --- bad input -----------------------------------------------------------------------------------

@@ -1,31 +1,26 @@
 """End to end: `dvc repro` of the real dvc.yaml in a temporary copy of the repo, on fixture data."""
 
 import json
-import os
 
 import pytest
 import yaml
 from mlflow import MlflowClient
 
-from tests.conftest import copy_repo, dvc, shrunk_params, write_params
+from tests.conftest import PipelineSpec
 
 pytestmark = pytest.mark.pipeline
 RUNS = {"sonar": ["baseline", "hidden_dropout"], "imdb": ["original", "l2"]}
+PIPELINE = PipelineSpec(RUNS, epochs=2, seeds=(0, 1))
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory, mirror):
-    repo = copy_repo(tmp_path_factory.mktemp("repo"))
-    write_params(repo, shrunk_params(mirror, RUNS, epochs=2, seeds=(0, 1)))
-    os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{repo / 'mlflow.db'}"
-    os.environ.pop("REGBENCH_MIRROR", None)
-    yield repo
-    os.environ.pop("MLFLOW_TRACKING_URI", None)
+def repo(pipeline):
+    return pipeline.repo
 
 
 @pytest.fixture(scope="module")
-def first_repro(repo):
-    return dvc(repo, "repro")
+def first_repro(pipeline):
+    return pipeline.dvc("repro")
 
 
 def test_repro_writes_parseable_metrics_plots_and_manifests(repo, first_repro):
@@ -45,18 +40,18 @@ def test_repro_writes_parseable_metrics_plots_and_manifests(repo, first_repro):
     assert prepared["source"]["origin"].startswith("mirror:") and prepared["vocabulary_size"] == 12
 
 
-def test_dvc_metrics_and_plots_see_the_outputs(repo, first_repro):
-    shown = dvc(repo, "metrics", "show", "--json").stdout
+def test_dvc_metrics_and_plots_see_the_outputs(pipeline, repo, first_repro):
+    shown = pipeline.dvc("metrics", "show", "--json").stdout
     assert "metrics/imdb-original.json" in shown
     # dvc.yaml's top-level plots: per experiment, training and validation loss and accuracy of every variant.
-    plots = json.loads(dvc(repo, "plots", "show", "--json").stdout)["data"]
+    plots = json.loads(pipeline.dvc("plots", "show", "--json").stdout)["data"]
     assert {"sonar-dropout-loss", "sonar-dropout-accuracy", "imdb-size-loss", "imdb-penalty-accuracy"} <= set(plots)
     sonar_loss = json.dumps(plots["sonar-dropout-loss"])
     assert "sonar-baseline/curves.csv::loss" in sonar_loss and "sonar-baseline/curves.csv::val_loss" in sonar_loss
 
 
-def test_mlflow_holds_parent_and_child_runs_with_epoch_histories(repo, first_repro):
-    client = MlflowClient(os.environ["MLFLOW_TRACKING_URI"])
+def test_mlflow_holds_parent_and_child_runs_with_epoch_histories(pipeline, first_repro):
+    client = MlflowClient(pipeline.tracking_uri)
     experiment = client.get_experiment_by_name("regbench/sonar")
     runs = client.search_runs([experiment.experiment_id], max_results=100)
     parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
@@ -69,8 +64,8 @@ def test_mlflow_holds_parent_and_child_runs_with_epoch_histories(repo, first_rep
     assert {"regbench.git_revision", "regbench.data_digest"} <= set(parents[0].data.tags)
 
 
-def test_claims_and_report_cover_every_claim_of_the_experiments_that_ran(repo, first_repro):
-    assert "metrics/claims/sonar.hidden_dropout_raises.json" in dvc(repo, "metrics", "show", "--json").stdout
+def test_claims_and_report_cover_every_claim_of_the_experiments_that_ran(pipeline, repo, first_repro):
+    assert "metrics/claims/sonar.hidden_dropout_raises.json" in pipeline.dvc("metrics", "show", "--json").stdout
     verdicts = json.loads((repo / "reports/claims.json").read_text())["claims"]
     report = (repo / "reports/report.md").read_text()
     for claim_id, entry in verdicts.items():
@@ -85,35 +80,35 @@ def test_claims_and_report_cover_every_claim_of_the_experiments_that_ran(repo, f
     assert (repo / "reports/index.html").read_text().startswith("<!DOCTYPE html>")
 
 
-def test_second_repro_does_nothing_and_one_changed_variant_reruns_alone(repo, first_repro):
-    assert "Stage 'train@imdb-l2' didn't change" in dvc(repo, "repro").stdout
+def test_second_repro_does_nothing_and_one_changed_variant_reruns_alone(pipeline, repo, first_repro):
+    assert "Stage 'train@imdb-l2' didn't change" in pipeline.dvc("repro").stdout
     raw = yaml.safe_load((repo / "params.yaml").read_text())
     raw["imdb"]["variants"]["l2"]["epochs"] = 3
     (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    status = dvc(repo, "status", "--json").stdout
+    status = pipeline.dvc("status", "--json").stdout
     assert set(json.loads(status)) == {"train@imdb-l2"}
-    rerun = dvc(repo, "repro").stdout
+    rerun = pipeline.dvc("repro").stdout
     assert "Running stage 'train@imdb-l2'" in rerun
     assert "Running stage 'train@imdb-original'" not in rerun and "Running stage 'prepare@imdb'" not in rerun
     assert len((repo / "results/train/imdb-l2/curves.csv").read_text().splitlines()) == 4
 
 
-def test_editing_a_claim_reruns_claims_and_report_never_training(repo, first_repro):
-    dvc(repo, "repro")
+def test_editing_a_claim_reruns_claims_and_report_never_training(pipeline, repo, first_repro):
+    pipeline.dvc("repro")
     registry = yaml.safe_load((repo / "claims.yaml").read_text())
     registry["claims"][8]["test"]["tolerance"] = 0.5  # sonar.baseline_accuracy
     (repo / "claims.yaml").write_text(yaml.safe_dump(registry, sort_keys=False))
-    assert set(json.loads(dvc(repo, "status", "--json").stdout)) == {"claims"}
-    rerun = dvc(repo, "repro").stdout
+    assert set(json.loads(pipeline.dvc("status", "--json").stdout)) == {"claims"}
+    rerun = pipeline.dvc("repro").stdout
     assert "Running stage 'claims'" in rerun and "Running stage 'report'" in rerun
     assert "Running stage 'train@" not in rerun
 
 
-def test_a_bad_param_stops_the_stage_with_the_key_path(repo, first_repro):
+def test_a_bad_param_stops_the_stage_with_the_key_path(pipeline, repo, first_repro):
     raw = yaml.safe_load((repo / "params.yaml").read_text())
     raw["sonar"]["variants"]["baseline"]["hidden_dropout"] = 1.2
     (repo / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
-    result = dvc(repo, "repro", "train@sonar-baseline", check=False)
+    result = pipeline.dvc("repro", "train@sonar-baseline", check=False)
     assert result.returncode != 0
     assert (
         "sonar.variants.baseline.hidden_dropout = 1.2: must be a dropout rate in [0, 1)"

@@ -10,28 +10,25 @@ import time
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import copy_repo, dvc, dvc_env, git, shrunk_params, write_params
+from tests.conftest import PipelineSpec
 
 pytestmark = pytest.mark.pipeline
 
 
-def test_two_queued_experiments_in_parallel_keep_all_runs_in_the_repositorys_store(tmp_path, mirror, monkeypatch):
-    # No MLFLOW_TRACKING_URI: the default store must be the repository's, not DVC's temporary workspace.
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("REGBENCH_MIRROR", raising=False)
-    repo = copy_repo(tmp_path / "repo")
-    write_params(repo, shrunk_params(mirror, {"circles": ["overfit"]}, epochs=2, seeds=(0, 1)))
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "fixture")
+def test_two_queued_experiments_in_parallel_keep_all_runs_in_the_repositorys_store(make_pipeline):
+    # No MLFLOW_TRACKING_URI (Pipeline.env): the default store must be the repository's, not DVC's temporary
+    # workspace.
+    pipeline = make_pipeline(PipelineSpec({"circles": ["overfit"]}, epochs=2, seeds=(0, 1), commit=True))
+    repo = pipeline.repo
     names = ["queued-a", "queued-b"]
     for name, epochs in zip(names, (3, 4), strict=True):
-        dvc(repo, "exp", "run", "--queue", "-n", name, "-S", f"circles.defaults.epochs={epochs}")
+        pipeline.dvc("exp", "run", "--queue", "-n", name, "-S", f"circles.defaults.epochs={epochs}")
     assert not (repo / "mlflow.db").exists()  # both workers create the store at once
     # Not captured: the workers it starts inherit its output, and capturing would wait for them to end.
     subprocess.run(
         [sys.executable, "-m", "dvc", "queue", "start", "-j", "2"],
         cwd=repo,
-        env=dvc_env(),
+        env=pipeline.env(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         check=True,
@@ -39,14 +36,14 @@ def test_two_queued_experiments_in_parallel_keep_all_runs_in_the_repositorys_sto
     try:
         deadline = time.monotonic() + 900
         while True:
-            status = dvc(repo, "queue", "status").stdout
+            status = pipeline.dvc("queue", "status").stdout
             if status.count("Success") == 2 or "Failed" in status:
                 break
             assert time.monotonic() < deadline, status
             time.sleep(3)
     finally:
-        dvc(repo, "queue", "stop", "--kill", check=False)
-    logs = "\n".join(f"--- {name}:\n" + dvc(repo, "queue", "logs", name, check=False).stdout for name in names)
+        pipeline.dvc("queue", "stop", "--kill", check=False)
+    logs = "\n".join(f"--- {name}:\n" + pipeline.dvc("queue", "logs", name, check=False).stdout for name in names)
     assert status.count("Success") == 2, status + "\n" + logs
 
     client = MlflowClient(f"sqlite:///{repo / 'mlflow.db'}")

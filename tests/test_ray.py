@@ -22,7 +22,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from tests.conftest import copy_repo, dvc, shrunk_params, stage_process, write_params
+from tests.conftest import PipelineSpec, build_pipeline, dvc, stage_process, write_params
 from tests.ray_cluster import LoopbackCluster, namespace_unavailable
 
 pytestmark = pytest.mark.pipeline
@@ -66,12 +66,14 @@ def repo(tmp_path_factory, mirror):
     reason = namespace_unavailable()
     if reason is not None:
         pytest.skip(f"the Ray cluster tests need a private network namespace: {reason}")
-    repo = copy_repo(tmp_path_factory.mktemp("ray"))
-    raw = shrunk_params(mirror, {"circles": ["dropout"], "imdb": ["original"]}, epochs=3, seeds=(0, 1))
-    raw["circles"]["seeds"] = list(range(20))
-    write_params(repo, raw)
+    spec = PipelineSpec(
+        {"circles": ["dropout"], "imdb": ["original"]},
+        epochs=3,
+        change=lambda raw: raw["circles"].update(seeds=list(range(20))),
+        repro=tuple(f"train@{s}" for s in STAGES),  # the local executor: the reference
+    )
     saved = {key: os.environ.pop(key, None) for key in ("MLFLOW_TRACKING_URI", "REGBENCH_MIRROR", "RAY_ADDRESS")}
-    dvc(repo, "repro", *(f"train@{s}" for s in STAGES))  # the local executor: the reference
+    repo = build_pipeline(tmp_path_factory.mktemp("ray"), mirror, spec).repo
     yield repo
     for key, value in saved.items():
         if value is not None:
@@ -164,7 +166,7 @@ def test_with_no_retries_a_lost_node_fails_the_stage_clearly_and_writes_nothing(
 
 def test_sigterm_or_ctrl_c_cancels_the_outstanding_tasks(repo, cluster):
     # SIGTERM (what `kill` and DVC's queue send): ray.init replaces its handler, so this is the signal that needs
-    # the stage's handler put back; Ctrl-C (SIGINT) reaches the same handler (tracking.killed_on_signal).
+    # the stage's handler put back; Ctrl-C (SIGINT) reaches the same handler (regbench.cli.stop_on_signals).
     stage = "imdb-original"
     set_params(repo, lambda raw: raw["train"].update(executor="ray", ray={"max_retries": 3}))
     set_params(repo, lambda raw: raw["imdb"]["defaults"].update(epochs=LONG_EPOCHS))

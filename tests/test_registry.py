@@ -13,8 +13,7 @@ import yaml
 from regbench.config import parse
 from regbench.data import experiments
 from regbench.schema import ParamsError
-from tests.conftest import REPO_ROOT, copy_repo, git, real_params, shrunk_params, write_params
-from tests.test_pipeline import dvc
+from tests.conftest import REPO_ROOT, PipelineSpec, git, real_params, write_params
 
 MOONS_MODULE = textwrap.dedent(
     '''
@@ -110,24 +109,20 @@ def add_moons(repo) -> None:
 
 
 @pytest.mark.pipeline
-def test_a_new_experiment_is_one_module_and_two_yaml_entries(tmp_path, mirror, monkeypatch):
-    repo = copy_repo(tmp_path / "repo")
+def test_a_new_experiment_is_one_module_and_two_yaml_entries(make_pipeline):
     # A shrunk copy of the real params (no experiment trained but the new one), committed
     # first so that only the addition itself shows up as changed.
-    write_params(repo, shrunk_params(mirror, {}))
-    git(repo, "add", "-A")
-    git(repo, "commit", "-qm", "shrunk copy")
+    pipeline = make_pipeline(PipelineSpec({}, commit=True))
+    repo = pipeline.repo
 
     add_moons(repo)
 
     touched = sorted(line[3:] for line in git(repo, "status", "--porcelain", "--untracked-files=all").splitlines())
     assert touched == ["claims.yaml", "params.yaml", "regbench/data/experiments/moons.py"]
 
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{repo / 'mlflow.db'}")
-    monkeypatch.delenv("REGBENCH_MIRROR", raising=False)
-    stages = dvc(repo, "stage", "list", "--name-only").stdout.split()
+    stages = pipeline.dvc("stage", "list", "--name-only").stdout.split()
     assert {"prepare@moons", "train@moons-baseline", "train@moons-dropout"} <= set(stages)
-    dvc(repo, "repro")
+    pipeline.dvc("repro")
 
     prepared = json.loads((repo / "data/prepared/moons/manifest.json").read_text())
     assert prepared["shapes"]["x_train"] == [30, 2] and prepared["source"]["source"] == "generated"
@@ -139,7 +134,7 @@ def test_a_new_experiment_is_one_module_and_two_yaml_entries(tmp_path, mirror, m
     # The report labels it as its module says: the headline metric heads its published-vs-measured table.
     assert "| baseline | train accuracy (inference mode) |" in report
     assert (repo / "reports/figures/moons_curves.png").is_file()
-    assert "Stage 'train@moons-baseline' didn't change" in dvc(repo, "repro").stdout
+    assert "Stage 'train@moons-baseline' didn't change" in pipeline.dvc("repro").stdout
 
 
 def test_the_registry_holds_one_module_per_experiment_in_params_order():

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import yaml
 
 from regbench.data.experiments import names as experiment_names
-from regbench.schema import ParamsError, build, check, fail
+from regbench.schema import ParamsError, build, check, check_claim_id, fail
 from regbench.train.records import EPOCH_METRICS, FINAL_METRICS
 
 MeasureKind = Literal[
@@ -207,6 +207,7 @@ def load_registry(path: str | Path) -> Registry:
     seen: set[str] = set()
     for index, claim in enumerate(registry.claims):
         where = f"claims[{index}]"
+        check_claim_id(f"{where}.id", claim.id, source=path.name)
         if claim.id in seen:
             _fail(path, f"{where}.id", claim.id, "is listed twice; ids must be unique")
         seen.add(claim.id)

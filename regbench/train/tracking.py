@@ -17,7 +17,6 @@ import json
 import logging
 import os
 import re
-import signal
 import socket
 import time
 from collections.abc import Iterator
@@ -32,6 +31,7 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, ErrorCode
 
+from regbench.cli import Stopped
 from regbench.io import start_time
 from regbench.schema import flatten, to_plain
 from regbench.train.records import divergence_reason
@@ -88,9 +88,8 @@ CLAIMS_RUN_TAG = "regbench.claims_run"
 # The untracked run log: one JSON line per stage run (timings, MLflow ids, host, paths), beside the stores.
 RUN_LOG_DIR = Path("logs")
 
-
-class StageKilled(BaseException):
-    """SIGTERM or SIGINT arrived: end the open MLflow runs as KILLED and stop."""
+# SIGTERM or SIGINT arrived (regbench.cli.stop_on_signals): end the open MLflow runs as KILLED and stop.
+StageKilled = Stopped
 
 
 class StoreUnwritable(RuntimeError):
@@ -228,21 +227,6 @@ def owner_alive(tags: dict[str, str]) -> bool | None:
         return start_time(int(pid)) == started
     except ValueError:
         return False
-
-
-@contextlib.contextmanager
-def killed_on_signal() -> Iterator[None]:
-    """Turn SIGTERM/SIGINT into StageKilled so ``finally`` blocks can close runs."""
-
-    def handler(signum, frame):
-        raise StageKilled(f"received signal {signum}")
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
 
 
 class Tracker:
