@@ -46,12 +46,15 @@ def docstring_only(path: Path) -> bool:
 def registry_modules(stage: str) -> set[str]:
     """The experiment modules a stage runs through the registry (imported by name, invisible to ``ast``).
 
-    prepare@<name> runs its own; claims and report read every experiment's labels. Train reads the
-    modules only to validate params; what they prepare reaches it as data/prepared (a dependency).
+    prepare@<name> runs its own; claims and report read every experiment's labels. train@<name>-<variant>
+    runs its own experiment's (each repeat's data: sonar's folds, scope data's datasets); the others only
+    validate params.
     """
     modules = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / REGISTRY).glob("[!_]*.py"))
     if stage.startswith("prepare@"):
         return {f"{REGISTRY}/{stage.split('@', 1)[1]}.py"}
+    if stage.startswith("train@"):
+        return {f"{REGISTRY}/{stage.split('@', 1)[1].split('-', 1)[0]}.py"}
     return set(modules) if stage in ("claims", "report") else set()
 
 

@@ -92,7 +92,11 @@ def run_seed(seed: int, fold: int | None) -> int:
 
 
 def cv_folds(experiment: ExperimentParams, data) -> list[int | None]:
-    """The folds each repeat trains on: every CV fold of the prepared data, or [None] (one run per repeat)."""
+    """The folds each repeat trains on: every CV fold of the prepared data, or [None] (one run per repeat).
+
+    Which rows each fold holds out is the repeat's own draw (``datasets.for_repeat``); their number is the
+    prepared data's.
+    """
     return list(range(int(data.manifest["folds"]))) if experiment.defaults.validation == "cv" else [None]
 
 
@@ -122,8 +126,12 @@ def run_specs(params: Params, seeds: tuple[int, ...], members: list[Member], dat
 
 
 def make_job(data, params: VariantParams, seed: int, fold: int | None, max_train_samples: int | None) -> Job:
-    """One run's job: its rows of the prepared data, its seed and settings (a Ray worker rebuilds it the same way)."""
-    fit_data, test = split(data, params, fold, max_train_samples, seed)
+    """One run's job: its rows of the prepared data, its seed and settings (a Ray worker rebuilds it the same way).
+
+    The rows are those of the repeat's own data (``datasets.for_repeat``: its CV folds, or under scope data its
+    drawn dataset), a function of the repeat's seed alone, so every variant pairs with every other seed by seed.
+    """
+    fit_data, test = split(datasets.for_repeat(data, seed), params, fold, max_train_samples, seed)
     return Job(fit_data, run_seed(seed, fold), params, test)
 
 

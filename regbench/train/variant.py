@@ -17,6 +17,7 @@ from typing import Any
 
 from regbench.config import ExperimentParams, Member, Params, Variant
 from regbench.data import datasets
+from regbench.data.experiments import SCOPE_MEANS, registry
 from regbench.io import write_json
 from regbench.schema import flatten, to_plain
 from regbench.train import provenance, records, runstore
@@ -40,7 +41,7 @@ def train(
     place, else FAILED or KILLED (stages/train.py).
     """
     experiment, variant = params.run(run_name)
-    data = datasets.load(Path("data/prepared") / experiment.data)
+    data = datasets.load(Path("data/prepared") / experiment.data, randomness=experiment.randomness.scope)
     stage = f"train@{run_name}"
     folds = cv_folds(experiment, data)
     members = [dataclasses.replace(m, params=effective_params(m.params, params)) for m in variant.members]
@@ -117,6 +118,8 @@ def _identities(params: Params, experiment: str, specs, data_digest: str) -> lis
         "engine": params.train.engine,
         "deterministic": params.train.deterministic,
         "max_train_samples": params.train.max_train_samples,
+        # What the seed varies: under scope data a repeat trains on its own drawn dataset (regbench.data.datasets).
+        "randomness": params.experiments[experiment].randomness.scope,
         "code": runstore.code_digest(),
         "libraries": {name: versions.get(name) for name in runstore.TRAINING_LIBRARIES},
     }
@@ -161,6 +164,7 @@ def _manifest(
         "engine": params.train.engine,
         "seeds": list(experiment.seeds_of(variant.name)),
         "folds": None if not cv else int(data.manifest["folds"]),
+        "randomness": randomness_record(experiment),
         "members": [{"label": m.label, "grid_value": m.grid_value, "params": to_plain(m.params)} for m in members],
         "train": {k: v for k, v in to_plain(params.train).items() if k != "runs"},
         "data_manifest": {
@@ -173,4 +177,16 @@ def _manifest(
         "machine": provenance.machine(),
         "finished": provenance.now(),
         "training_seconds": training_seconds,
+    }
+
+
+def randomness_record(experiment: ExperimentParams) -> dict[str, Any]:
+    """What a repeat's seed varied in this stage, and what stayed fixed (regbench/data/experiments: ``varies``)."""
+    scope = experiment.randomness.scope
+    entry = registry()[experiment.data]
+    return {
+        "scope": scope,
+        "covers": SCOPE_MEANS[scope],
+        "varies": list(entry.varies[scope]),
+        "keeps": entry.keeps.get(scope),
     }
