@@ -17,7 +17,7 @@ from typing import Any
 
 from regbench.config import ExperimentParams, Member, Params, Variant
 from regbench.data import datasets
-from regbench.data.experiments import SCOPE_MEANS, registry
+from regbench.data.experiments import registry
 from regbench.io import write_json
 from regbench.schema import flatten, to_plain
 from regbench.train import provenance, records, runstore
@@ -164,7 +164,8 @@ def _manifest(
         "engine": params.train.engine,
         "seeds": list(experiment.seeds_of(variant.name)),
         "folds": None if not cv else int(data.manifest["folds"]),
-        "randomness": randomness_record(experiment),
+        # What the seeds varied (weights, order, masks, split, data draw) and what stayed fixed.
+        "randomness": registry()[experiment.data].randomness(experiment.randomness.scope),
         "members": [{"label": m.label, "grid_value": m.grid_value, "params": to_plain(m.params)} for m in members],
         "train": {k: v for k, v in to_plain(params.train).items() if k != "runs"},
         "data_manifest": {
@@ -177,16 +178,4 @@ def _manifest(
         "machine": provenance.machine(),
         "finished": provenance.now(),
         "training_seconds": training_seconds,
-    }
-
-
-def randomness_record(experiment: ExperimentParams) -> dict[str, Any]:
-    """What a repeat's seed varied in this stage, and what stayed fixed (regbench/data/experiments: ``varies``)."""
-    scope = experiment.randomness.scope
-    entry = registry()[experiment.data]
-    return {
-        "scope": scope,
-        "covers": SCOPE_MEANS[scope],
-        "varies": list(entry.varies[scope]),
-        "keeps": entry.keeps.get(scope),
     }

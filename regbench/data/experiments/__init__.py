@@ -139,6 +139,17 @@ class Experiment:
         if "data" in self.varies and not set(self.varies["data"]) > set(self.varies["setup"]):
             raise TypeError(f"{where}: the data scope must vary more than the setup scope, got {self.varies}")
 
+    def randomness(self, scope: str) -> dict[str, Any]:
+        """What a repeat's seed varies under ``scope`` and what stays fixed, as the manifests and report show it."""
+        if scope not in self.varies:
+            raise ValueError(f"{self.name} has no randomness scope {scope!r}; its scopes: {list(self.varies)}")
+        return {
+            "scope": scope,
+            "covers": SCOPE_MEANS[scope],
+            "varies": list(self.varies[scope]),
+            "keeps": self.keeps.get(scope),
+        }
+
     @property
     def module_path(self) -> str:
         return f"regbench/data/experiments/{self.name}.py"

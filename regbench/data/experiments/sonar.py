@@ -89,8 +89,10 @@ EXPERIMENT = Experiment(
     raw_dataset="sonar",
     headline_metric="val_accuracy",
     validation_is="held-out CV fold",
-    # The rows keep their order within a fold (the published loop walks them in order every epoch).
     varies={"setup": ("weights", "masks", "split")},
-    keeps={"setup": "the 208 measured rows: there is no generator to draw another dataset from"},
+    keeps={
+        "setup": "the 208 measured rows (no generator to draw another dataset from), in file order within a "
+        "fold: the published loop walks them in order every epoch"
+    },
     repeat_data=repeat_data,
 )
