@@ -205,12 +205,25 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class RandomnessParams:
+    """``<experiment>.randomness``: what a repeat's seed varies (regbench/data/experiments: ``varies``).
+
+    ``setup``: what the tutorial's code leaves random (a verdict holds for the published dataset);
+    ``data``: also what it fixed, a generator's seed or a train/test split (it holds for the
+    data-generating process). Only the experiment's own train stages depend on it.
+    """
+
+    scope: Literal["setup", "data"] = "setup"
+
+
+@dataclass(frozen=True)
 class ExperimentParams:
     name: str
     data: str
     seeds: tuple[int, ...]
     defaults: VariantParams
     variants: Mapping[str, Variant]
+    randomness: RandomnessParams = field(default_factory=RandomnessParams)  # params.yaml must set it
 
     def seeds_of(self, variant: str) -> tuple[int, ...]:
         """The seeds a variant trains: its own list, or the experiment's."""
@@ -230,8 +243,9 @@ def _deep_merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[st
 def _build_experiment(name: str, raw: Any) -> ExperimentParams:
     check_name(name, name)
     if not isinstance(raw, Mapping):
-        fail(name, raw, "must be a mapping with keys data, seeds, defaults, variants")
-    allowed = {"data", "seeds", "defaults", "variants"}
+        fail(name, raw, "must be a mapping with keys data, randomness, seeds, defaults, variants")
+    # randomness is required like the others: dvc.yaml's train stages depend on it.
+    allowed = {"data", "randomness", "seeds", "defaults", "variants"}
     for key in raw:
         if key not in allowed:
             fail(f"{name}.{key}", raw[key], f"unknown key; allowed keys here: {sorted(allowed)}")
@@ -252,7 +266,23 @@ def _build_experiment(name: str, raw: Any) -> ExperimentParams:
         variants[variant_name] = _build_variant(
             f"{name}.variants.{variant_name}", variant_name, defaults_raw, override or {}
         )
-    return ExperimentParams(name=name, data=raw["data"], seeds=tuple(seeds), defaults=defaults, variants=variants)
+    randomness = _randomness(name, raw["data"], raw["randomness"])
+    return ExperimentParams(
+        name=name, data=raw["data"], seeds=tuple(seeds), defaults=defaults, variants=variants, randomness=randomness
+    )
+
+
+def _randomness(name: str, data: str, raw: Any) -> RandomnessParams:
+    """``<name>.randomness``, refused for a scope the experiment's data cannot vary (e.g. imdb's published split)."""
+    randomness = build(RandomnessParams, raw, f"{name}.randomness")
+    experiment = registry()[data]
+    if randomness.scope not in experiment.varies:
+        fail(
+            f"{name}.randomness.scope",
+            randomness.scope,
+            f"{data} supports only {list(experiment.varies)}: every scope keeps {experiment.keeps.get('setup')}",
+        )
+    return randomness
 
 
 def _seeds(path: str, seeds: Any) -> tuple[int, ...]:

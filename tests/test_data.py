@@ -268,18 +268,19 @@ def test_malformed_sonar_row_names_its_line():
         parse_sonar(sonar_bytes(rows=2).replace(b",M", b",X", 1))
 
 
-def test_prepare_sonar_assigns_stratified_folds(tmp_path):
+def test_prepare_sonar_leaves_the_folds_to_each_repeat(tmp_path):
     raw_file = tmp_path / "sonar.all-data"
     raw_file.write_bytes(sonar_bytes(rows=40))
     sonar = registry()["sonar"]
     raw = Raw(raw_file, {"source": "uci"})
-    arrays, info = sonar.prepare(sonar.prepare_params(folds=4, cv_seed=3), raw)
+    arrays, info = sonar.prepare(sonar.prepare_params(folds=4), raw)
     assert arrays["x_train"].shape == (40, 60) and set(np.unique(arrays["y_train"])) == {0.0, 1.0}
+    # The split is drawn per repeat at training time (tests/test_scope.py): prepare writes only its size.
+    assert "fold" not in arrays and info["folds"] == 4
+    folds = sonar.repeat_data(arrays, info, 3, "setup")["fold"]
     for fold in range(4):
-        labels = arrays["y_train"][arrays["fold"] == fold]
+        labels = arrays["y_train"][folds == fold]
         assert len(labels) == 10 and labels.sum() == 5
-    again, _ = sonar.prepare(sonar.prepare_params(folds=4, cv_seed=3), raw)
-    np.testing.assert_array_equal(arrays["fold"], again["fold"])
 
 
 def test_prepare_imdb_builds_train_vocabulary_and_round_trips(tmp_path, mirror):

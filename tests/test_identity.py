@@ -15,7 +15,7 @@ CPUINFO = "processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: fpu sse4_2 av
 
 
 def key_of_setup(cpuinfo: str | Path = "/proc/cpuinfo") -> str:
-    shared = {"trained_under": identity.setup(cpuinfo)}
+    shared = {"trained_under": identity.setup("sonar", cpuinfo)}
     return runstore.key(runstore.identity("circles", {"epochs": 2}, None, 0, None, shared))
 
 
@@ -30,26 +30,37 @@ def clean_environment(monkeypatch):
 @pytest.fixture
 def project_copy(tmp_path) -> Path:
     """The declared code and the presentation code, copied: edits to the copy leave the worktree alone."""
-    for path in (*identity.COMPUTES, *identity.RECORDS):
+    for path in (*identity.computes("sonar"), *identity.RECORDS):
         (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / path, tmp_path / path)
     return tmp_path
 
 
-@pytest.mark.parametrize("path", identity.COMPUTES)
+@pytest.mark.parametrize("path", identity.computes("sonar"))
 def test_editing_code_that_computes_the_numbers_changes_the_code_digest(project_copy, path):
-    before = identity.code_digest(root=project_copy)
+    before = identity.code_digest("sonar", root=project_copy)
     with (project_copy / path).open("a") as file:
         file.write("\n# a comment\n")
-    assert identity.code_digest(root=project_copy) != before
+    assert identity.code_digest("sonar", root=project_copy) != before
 
 
 @pytest.mark.parametrize("path", identity.RECORDS)
 def test_editing_code_that_writes_or_presents_them_keeps_the_code_digest(project_copy, path):
-    before = identity.code_digest(root=project_copy)
+    before = identity.code_digest("sonar", root=project_copy)
     with (project_copy / path).open("a") as file:
         file.write("\n# a comment\n")
-    assert identity.code_digest(root=project_copy) == before
+    assert identity.code_digest("sonar", root=project_copy) == before
+
+
+def test_an_experiments_own_module_is_in_its_digest_only(project_copy):
+    """Editing sonar's module retrains sonar's runs, not circles' (each train stage depends on its own)."""
+    (project_copy / "regbench/data/experiments/circles.py").parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(ROOT / "regbench/data/experiments/circles.py", project_copy / "regbench/data/experiments/circles.py")
+    before = {name: identity.code_digest(name, root=project_copy) for name in ("sonar", "circles")}
+    with (project_copy / "regbench/data/experiments/sonar.py").open("a") as file:
+        file.write("\n# a comment\n")
+    after = {name: identity.code_digest(name, root=project_copy) for name in ("sonar", "circles")}
+    assert after["sonar"] != before["sonar"] and after["circles"] == before["circles"]
 
 
 @pytest.mark.parametrize("name", identity.ENVIRONMENT)

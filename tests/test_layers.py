@@ -130,5 +130,5 @@ def test_a_module_imports_only_from_its_layer_or_below(module):
 
 def test_the_layer_check_sees_an_upward_import():
     assert layer("regbench.train.records") == 2 and layer("regbench.config") == 0
-    assert "regbench.train.records" in imported("regbench.claims.judge")
+    assert "regbench.train.records" in imported("regbench.claims.measures")
     assert "regbench.train.executor" in imported("regbench.train.variant")

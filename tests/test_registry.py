@@ -63,6 +63,7 @@ MOONS_MODULE = textwrap.dedent(
 
 MOONS_PARAMS = {
     "data": "moons",
+    "randomness": {"scope": "setup"},
     "seeds": [0, 1],
     "defaults": {
         "hidden": [8],

@@ -26,7 +26,7 @@ def block() -> list[str]:
     lines = [
         f"{INDENT}# Generated from regbench/train/identity.py by `python -m tools.stage_deps`: edit the lists there.",
         f"{INDENT}# The code that computes a run's numbers (COMPUTES): a change retrains every run.",
-        *(f"{INDENT}- {path}" for path in COMPUTES),
+        *(f"{INDENT}- {path.format(experiment='${item.experiment}')}" for path in COMPUTES),
         f"{INDENT}# The code that writes and presents them (RECORDS): a change reruns the stage, reusing its runs.",
         *(f"{INDENT}- {path}" for path in RECORDS),
     ]

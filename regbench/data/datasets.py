@@ -29,12 +29,36 @@ class PreparedData:
 
     arrays: dict[str, Matrix]
     manifest: dict[str, Any] = field(default_factory=dict)
+    # The experiment's randomness scope (``<experiment>.randomness.scope``): what ``for_repeat`` redraws.
+    randomness: str = "setup"
 
     def __getitem__(self, key: str) -> Matrix:
         return self.arrays[key]
 
     def __contains__(self, key: str) -> bool:
         return key in self.arrays
+
+
+def for_repeat(data: PreparedData, seed: int) -> PreparedData:
+    """The arrays one repeat trains on: what its seed varies in the data under ``data.randomness``.
+
+    The experiment's ``repeat_data`` (regbench/data/experiments/): sonar's CV folds in every scope, a
+    generated dataset or a train/test split under scope ``data``; else the prepared arrays themselves.
+    """
+    from regbench.data.experiments import registry
+
+    if "experiment" not in data.manifest:
+        return data  # arrays made in memory, not by a prepare stage: no experiment, nothing to redraw
+    experiment = registry()[data.manifest["experiment"]]
+    if data.randomness not in experiment.varies:
+        raise ValueError(
+            f"{experiment.name}: randomness scope {data.randomness!r} is not one this experiment supports "
+            f"({list(experiment.varies)})"
+        )
+    if experiment.repeat_data is None:
+        return data
+    arrays = experiment.repeat_data(data.arrays, data.manifest, seed, data.randomness)
+    return PreparedData(arrays=arrays, manifest=data.manifest, randomness=data.randomness)
 
 
 def content_digest(arrays: dict[str, Matrix]) -> str:
@@ -98,8 +122,11 @@ def save(directory: Path, arrays: dict[str, Matrix], manifest: dict[str, Any]) -
     return full_manifest
 
 
-def load(directory: str | Path, *, verify: bool = True) -> PreparedData:
-    """Load model-ready arrays; ``verify`` recomputes the content digest against the manifest."""
+def load(directory: str | Path, *, verify: bool = True, randomness: str = "setup") -> PreparedData:
+    """Load model-ready arrays; ``verify`` recomputes the content digest against the manifest.
+
+    ``randomness``: the experiment's randomness scope, which ``for_repeat`` draws each repeat's arrays by.
+    """
     directory = Path(directory)
     if not (directory / MANIFEST).exists():
         raise FileNotFoundError(f"{directory / MANIFEST} not found: run `dvc repro prepare@{directory.name}` first")
@@ -121,7 +148,7 @@ def load(directory: str | Path, *, verify: bool = True) -> PreparedData:
             f"{directory}: arrays do not match the manifest's content digest; "
             f"rerun `dvc repro -f prepare@{directory.name}`"
         )
-    return PreparedData(arrays=_model_ready(stored, manifest), manifest=manifest)
+    return PreparedData(arrays=_model_ready(stored, manifest), manifest=manifest, randomness=randomness)
 
 
 def _model_ready(stored: dict[str, Matrix], manifest: dict[str, Any]) -> dict[str, Matrix]:

@@ -44,6 +44,10 @@ COMPUTES = (
     # The prepared arrays as the engines see them.
     "regbench/data/datasets.py",
     "regbench/data/sparse.py",
+    # What each repeat's seed draws: its experiment's own module ({experiment}: sonar's CV folds, the datasets of
+    # scope data) and the seed rule they share (draw_seed).
+    "regbench/data/experiments/{experiment}.py",
+    "regbench/data/experiments/__init__.py",
     # Which rows, seeds and engine each run gets, and the engines, models and Ray workers that train it.
     "regbench/train/plan.py",
     "regbench/train/engine.py",
@@ -65,13 +69,15 @@ RECORDS = (
     "regbench/train/provenance.py",
     "regbench/train/plots.py",
     "regbench/config.py",
-    "regbench/data/experiments/__init__.py",
+    # Imported by the experiment modules for preparing their data, which the prepared data's digest covers.
+    "regbench/data/digests.py",
+    "regbench/data/text.py",
     "regbench/schema.py",
     "regbench/cli.py",
     "regbench/io.py",
 )
 # The libraries whose kernels compute a run: another version may round differently.
-LIBRARIES = ("python", "tensorflow", "keras", "numpy")
+LIBRARIES = ("python", "tensorflow", "keras", "numpy", "scikit-learn")
 # Read by TensorFlow, XLA, oneDNN and the OpenMP/BLAS pools; each changes the kernels or their summation
 # order. The code sets TensorFlow's op determinism (stages/train.py) and, for small stacks, one thread
 # per op (engine.one_thread_per_op) itself: those are in COMPUTES.
@@ -112,10 +118,15 @@ ISA_FLAGS = (
 RETRAIN_VARIABLE = "REGBENCH_RETRAIN"
 
 
-def code_digest(paths: tuple[str, ...] = COMPUTES, root: Path = ROOT) -> str:
-    """Digest of the code that computes a run (its bytes, by path)."""
+def computes(experiment: str) -> tuple[str, ...]:
+    """COMPUTES for one experiment's train stages (its own module in place of ``{experiment}``)."""
+    return tuple(path.format(experiment=experiment) for path in COMPUTES)
+
+
+def code_digest(experiment: str, paths: tuple[str, ...] = COMPUTES, root: Path = ROOT) -> str:
+    """Digest of the code that computes a run of ``experiment`` (its bytes, by path)."""
     digest = hashlib.sha256()
-    for path in sorted(paths):
+    for path in sorted(path.format(experiment=experiment) for path in paths):
         digest.update(path.encode() + b"\0" + (root / path).read_bytes() + b"\0")
     return digest.hexdigest()
 
@@ -167,10 +178,10 @@ def accelerators() -> list[str]:
     ]
 
 
-def setup(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> dict[str, Any]:
+def setup(experiment: str, cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> dict[str, Any]:
     """What every run of a stage shares in its identity: code, libraries, environment, CPU and accelerators."""
     return {
-        "code": code_digest(),
+        "code": code_digest(experiment),
         "libraries": library_versions(),
         "environment": environment(),
         "cpu": cpu(cpuinfo),

@@ -71,7 +71,11 @@ def split(
 
 
 def cv_folds(experiment: ExperimentParams, data) -> list[int | None]:
-    """The folds each repeat trains on: every CV fold of the prepared data, or [None] (one run per repeat)."""
+    """The folds each repeat trains on: every CV fold of the prepared data, or [None] (one run per repeat).
+
+    Which rows each fold holds out is the repeat's own draw (``datasets.for_repeat``); their number is the
+    prepared data's.
+    """
     return list(range(int(data.manifest["folds"]))) if experiment.defaults.validation == "cv" else [None]
 
 
@@ -90,6 +94,10 @@ def plan_runs(params: Params, seeds: tuple[int, ...], members: list[Member], dat
 
 
 def attach_data(run: Run, data, max_train_samples: int | None) -> Run:
-    """The run with its rows of the prepared data (a Ray worker rebuilds them the same way)."""
-    fit_data, test = split(data, run.params, run.fold, max_train_samples, run.seed)
+    """The run with its rows of the prepared data (a Ray worker rebuilds them the same way).
+
+    The rows are those of the repeat's own data (``datasets.for_repeat``: its CV folds, or under scope data its
+    drawn dataset), a function of the repeat's seed alone, so every variant pairs with every other seed by seed.
+    """
+    fit_data, test = split(datasets.for_repeat(data, run.seed), run.params, run.fold, max_train_samples, run.seed)
     return dataclasses.replace(run, data=fit_data, test=test)

@@ -20,6 +20,7 @@ from typing import Any
 
 from regbench.config import ExperimentParams, Member, Params, Variant
 from regbench.data import datasets
+from regbench.data.experiments import registry
 from regbench.io import write_json
 from regbench.schema import flatten, to_plain
 from regbench.train import executor, identity, provenance, records, runstore
@@ -52,7 +53,7 @@ def train(
     place, else FAILED or KILLED (stages/train.py).
     """
     experiment, variant = params.run(run_name)
-    data = datasets.load(Path("data/prepared") / experiment.data)
+    data = datasets.load(Path("data/prepared") / experiment.data, randomness=experiment.randomness.scope)
     stage = f"train@{run_name}"
     folds = cv_folds(experiment, data)
     members = [dataclasses.replace(m, params=effective_params(m.params, params)) for m in variant.members]
@@ -206,8 +207,10 @@ def _identities(params: Params, experiment: str, runs: list[Run], data_digest: s
         "engine": params.train.engine,
         "deterministic": params.train.deterministic,
         "max_train_samples": params.train.max_train_samples,
+        # What the seed varies: under scope data a repeat trains on its own drawn dataset (regbench.data.datasets).
+        "randomness": params.experiments[experiment].randomness.scope,
         # Code, libraries, numeric environment, CPU: the one list of regbench.train.identity.
-        "trained_under": identity.setup(),
+        "trained_under": identity.setup(experiment),
     }
     return [
         runstore.identity(experiment, to_plain(run.params), run.grid_value, run.seed, run.fold, setup) for run in runs
@@ -240,6 +243,8 @@ def _manifest(
         "engine": params.train.engine,
         "seeds": list(experiment.seeds_of(variant.name)),
         "folds": None if not cv else int(data.manifest["folds"]),
+        # What the seeds varied (weights, order, masks, split, data draw) and what stayed fixed.
+        "randomness": registry()[experiment.data].randomness(experiment.randomness.scope),
         "members": [{"label": m.label, "grid_value": m.grid_value, "params": to_plain(m.params)} for m in members],
         "train": {k: v for k, v in to_plain(params.train).items() if k != "runs"},
         "data_manifest": {

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
-from regbench.data.experiments import Arrays, DataError, Experiment
+from regbench.data.experiments import Arrays, DataError, Experiment, draw_seed
 from regbench.schema import check, non_negative, positive_int
 
 
@@ -35,6 +36,14 @@ def prepare(params: CirclesPrepare, raw: None) -> tuple[Arrays, dict]:
     return arrays, {"generator": "sklearn.datasets.make_circles"}
 
 
+def repeat_data(arrays: Arrays, manifest: dict, seed: int, scope: str) -> Arrays:
+    """setup: the published draw (random_state 1) for every repeat; data: the repeat's own draw, split alike."""
+    if scope == "setup":
+        return arrays
+    published = CirclesPrepare(**manifest["params"])
+    return prepare(dataclasses.replace(published, random_state=draw_seed(seed, "data draw")), None)[0]
+
+
 EXPERIMENT = Experiment(
     name="circles",
     prepare_params=CirclesPrepare,
@@ -42,4 +51,11 @@ EXPERIMENT = Experiment(
     generator="scikit-learn",
     headline_metric="val_accuracy",
     validation_is="test set",
+    # Keras' fit shuffles the rows every epoch; the tutorial seeds nothing but the generator.
+    varies={"setup": ("weights", "order", "masks"), "data": ("weights", "order", "masks", "data draw")},
+    keeps={
+        "setup": "the published draw, make_circles(random_state=1), first 30 rows train",
+        "data": "the generator's settings (100 points, noise 0.1); its first 30 points train",
+    },
+    repeat_data=repeat_data,
 )

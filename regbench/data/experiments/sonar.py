@@ -1,4 +1,9 @@
-"""sonar (tutorials 002/003): the UCI Sonar rows with stratified 10-fold cross-validation folds."""
+"""sonar (tutorial 003): the UCI Sonar rows, cross-validated on stratified folds drawn anew by every repeat.
+
+The published code draws a new split on every run (``StratifiedKFold(n_splits=10, shuffle=True)``
+with no seed), so the split is part of each run's randomness: each repeat draws its folds from its
+own seed (``fold_assignment``), the same folds in every variant, so variants stay paired.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +14,13 @@ from dataclasses import dataclass
 import numpy as np
 
 from regbench.data import digests
-from regbench.data.experiments import Arrays, DataError, Experiment, Raw
+from regbench.data.experiments import Arrays, DataError, Experiment, Raw, draw_seed
 from regbench.schema import check
 
 
 @dataclass(frozen=True)
 class SonarPrepare:
     folds: int = check(lambda v: v >= 2, "must be 2 or more", default=10)
-    cv_seed: int = 7
     # Fitted on each fold's training part; off in the published code.
     standardize: bool = False
 
@@ -49,22 +53,33 @@ def parse_sonar(data: bytes, name: str = "sonar.all-data") -> tuple[np.ndarray, 
 
 
 def prepare(params: SonarPrepare, raw: Raw) -> tuple[Arrays, dict]:
-    from sklearn.model_selection import StratifiedKFold
-
     x, y = parse_sonar(raw.file.read_bytes(), raw.file.name)
     if np.bincount(y.astype(int)).min() < params.folds:
         raise DataError(f"{raw.file.name}: too few rows of one class for {params.folds} stratified folds")
-    folds = np.empty(len(y), dtype=np.int8)
-    splitter = StratifiedKFold(n_splits=params.folds, shuffle=True, random_state=params.cv_seed)
-    for fold, (_, held_out) in enumerate(splitter.split(x, y)):
-        folds[held_out] = fold
-    # Standardization, when on, is fitted per fold at training time, on that fold's training rows.
-    arrays = {"x_train": x, "y_train": y, "fold": folds}
+    # No folds here: each repeat draws its own (repeat_data). Standardization, when on, is fitted per
+    # fold at training time, on that fold's training rows.
+    arrays = {"x_train": x, "y_train": y}
     return arrays, {
         "folds": params.folds,
         "standardize": params.standardize,
         "label_encoding": {"M": 1, "R": 0},
     }
+
+
+def fold_assignment(labels: np.ndarray, folds: int, seed: int) -> np.ndarray:
+    """Each row's held-out fold under the repeat ``seed``: stratified, shuffled, as the published code draws it."""
+    from sklearn.model_selection import StratifiedKFold
+
+    assignment = np.empty(len(labels), dtype=np.int8)
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=draw_seed(seed, "split"))
+    for fold, (_, held_out) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+        assignment[held_out] = fold
+    return assignment
+
+
+def repeat_data(arrays: Arrays, manifest: dict, seed: int, scope: str) -> Arrays:
+    """The prepared rows with this repeat's folds (``fold``): the split varies in every scope."""
+    return {**arrays, "fold": fold_assignment(arrays["y_train"], int(manifest["folds"]), seed)}
 
 
 EXPERIMENT = Experiment(
@@ -74,4 +89,10 @@ EXPERIMENT = Experiment(
     raw_dataset="sonar",
     headline_metric="val_accuracy",
     validation_is="held-out CV fold",
+    varies={"setup": ("weights", "masks", "split")},
+    keeps={
+        "setup": "the 208 measured rows (no generator to draw another dataset from), in file order within a "
+        "fold: the published loop walks them in order every epoch"
+    },
+    repeat_data=repeat_data,
 )

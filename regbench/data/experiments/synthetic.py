@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
 
-from regbench.data.experiments import Arrays, Experiment
+from regbench.data.experiments import Arrays, Experiment, draw_seed
 from regbench.schema import check, positive_int
 
 
@@ -42,6 +43,17 @@ def prepare(params: SyntheticPrepare, raw: None) -> tuple[Arrays, dict]:
     return arrays, {"generator": "sklearn.datasets.make_classification"}
 
 
+def repeat_data(arrays: Arrays, manifest: dict, seed: int, scope: str) -> Arrays:
+    """setup: the published draw and split (random_state 42) for every repeat; data: the repeat's own of both."""
+    if scope == "setup":
+        return arrays
+    published = SyntheticPrepare(**manifest["params"])
+    drawn = dataclasses.replace(
+        published, random_state=draw_seed(seed, "data draw"), split_random_state=draw_seed(seed, "split")
+    )
+    return prepare(drawn, None)[0]
+
+
 EXPERIMENT = Experiment(
     name="synthetic",
     prepare_params=SyntheticPrepare,
@@ -50,4 +62,14 @@ EXPERIMENT = Experiment(
     # The tutorial reports model.evaluate on the test set; its per-epoch validation is a split of train.
     headline_metric="test_accuracy",
     validation_is="validation split",
+    # Keras' fit shuffles the rows every epoch (its validation split is taken before shuffling: fixed).
+    varies={
+        "setup": ("weights", "order", "masks"),
+        "data": ("weights", "order", "masks", "split", "data draw"),
+    },
+    keeps={
+        "setup": "the published draw and split, make_classification and train_test_split with random_state=42",
+        "data": "the generator's settings (1,000 rows, 20 features, 2 classes) and the 80/20 proportions",
+    },
+    repeat_data=repeat_data,
 )
