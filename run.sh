@@ -2,7 +2,7 @@
 # Set up the project (virtual environment from the lock file) and run it.
 #   ./run.sh repro [dvc repro args]   set up, then run the whole pipeline (dvc repro)
 #   ./run.sh test  [pytest args]      set up, then lint (ruff check, ruff format --check) and run the test suite
-#   ./run.sh decide [--max-rounds N]  set up, then add seeds to undecided claims round by round (README: Adaptive repeats)
+#   ./run.sh decide [--max-rounds N]  set up, then add seeds to undecided claims round by round (docs/claims.md)
 #   ./run.sh setup                    only set up
 set -euo pipefail
 cd "$(dirname "$0")"

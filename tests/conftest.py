@@ -291,3 +291,14 @@ def make_pipeline(tmp_path, mirror) -> Callable[..., Pipeline]:
         return build_pipeline(tmp_path / name, mirror, spec)
 
     return make
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    """Keep a module's tests on one xdist worker when they share a module-scoped fixture (a built pipeline,
+    a Ray cluster, a report): spread over two workers, each would build it (``--dist loadgroup``). Every
+    other test is handed out one by one, so the two workers stay evenly loaded."""
+    for item in items:
+        info = getattr(item, "_fixtureinfo", None)
+        definitions = info.name2fixturedefs.values() if info is not None else ()
+        if any(definition.scope == "module" for defs in definitions for definition in defs):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))

@@ -93,7 +93,7 @@ def test_dvc_plots_page_renders_offline_with_the_repository_template(tmp_path):
     repo = copy_repo(tmp_path / "repo")  # with the committed curves.csv of every train stage
     out = tmp_path / "plots"
     subprocess.run(
-        [sys.executable, "-m", "dvc", "plots", "show", "imdb-loss", "sonar-accuracy", "-o", str(out)],
+        [sys.executable, "-m", "dvc", "plots", "show", "imdb-size-loss", "sonar-dropout-accuracy", "-o", str(out)],
         cwd=repo,
         check=True,
         capture_output=True,

@@ -197,7 +197,7 @@ def test_the_largest_32_bit_seed_is_accepted():
 
 
 def test_every_name_in_the_real_params_and_claims_follows_the_pattern():
-    from regbench.claims.judge import load_registry
+    from regbench.claims.schema import load_registry
     from tests.conftest import REPO_ROOT
 
     params = config.parse(real_params())
@@ -210,7 +210,7 @@ def test_every_name_in_the_real_params_and_claims_follows_the_pattern():
 def test_a_claim_id_that_is_not_experiment_dot_name_is_refused(tmp_path, bad_id):
     import yaml
 
-    from regbench.claims.judge import load_registry
+    from regbench.claims.schema import load_registry
     from tests.conftest import REPO_ROOT
 
     raw = yaml.safe_load((REPO_ROOT / "claims.yaml").read_text())

@@ -1,7 +1,8 @@
 """Judge the whole registry: every claim's values from the train results, its decisions, the family.
 
 The claims stage (stages/claims.py) calls ``evaluate`` and writes its result to reports/claims_detail.json
-and ``metrics_view`` of it to reports/claims.json (the DVC metrics file).
+and ``metrics_view`` of it to reports/claims.json (small and diffable; the DVC metrics are
+metrics/claims/, regbench.claims.publish).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from regbench.train.records import Run, load_runs
 
 
 def evaluate(registry: Registry, params: Params, results_dir: Path) -> dict[str, Any]:
-    """Every claim's verdict, Holm-adjusted p-values over the directional ones, and counts."""
+    """Every claim's verdict, family-wise labels (Holm over every decision of every claim), and counts."""
     cache: dict[str, list[Run] | None] = {}
 
     def runs_of(experiment: str, variant: str) -> list[Run] | None:
@@ -118,7 +119,7 @@ def evaluate(registry: Registry, params: Params, results_dir: Path) -> dict[str,
 
 
 def metrics_view(evaluation: Mapping[str, Any]) -> dict[str, Any]:
-    """The small, diffable DVC metrics file: one verdict and its numbers per claim."""
+    """The small, diffable reports/claims.json: one verdict and its numbers per claim."""
     view: dict[str, Any] = {"summary": evaluation["summary"], "claims": {}}
     for cid, entry in evaluation["claims"].items():
         row: dict[str, Any] = {
@@ -138,7 +139,7 @@ def metrics_view(evaluation: Mapping[str, Any]) -> dict[str, Any]:
     return view
 
 
-# What reports/claims.json (the DVC metrics file) keeps of each claim; claims_detail.json has everything.
+# What reports/claims.json (small and diffable) keeps of each claim; claims_detail.json has everything.
 METRIC_KEYS = (
     "decided_by",
     "method",

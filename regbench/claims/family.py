@@ -62,7 +62,7 @@ def family_caveat(
     floor = stats.sign_flip_floor(fewest, exact_max)
     text = (
         f"With {fewest} repeats the exact sign-flip test cannot give a p-value below {floor:.4g} (1/2^{fewest}); "
-        f"Holm's first threshold over {family} directional claims is {alpha:g}/{family} = {alpha / family:.4g}"
+        f"Holm's first threshold over {family} decisions is {alpha:g}/{family} = {alpha / family:.4g}"
     )
     if look_alphas is None:
         needed = f"at least {stats.sign_flip_repeats(alpha / family)} repeats"

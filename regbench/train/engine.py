@@ -328,6 +328,16 @@ def in_chunks(
         chunk = next_chunk(chunk_seconds, elapsed, len(rows), epochs - epoch)
 
 
+def deterministic_ops() -> None:
+    """TensorFlow's op determinism (``train.deterministic``), before anything trains: the same seed gives the
+    same bits on one machine, and on a GPU an op without a deterministic kernel raises instead of varying.
+    Other Keras backends have nothing to turn on."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+
+
 def tensorflow_backend():
     """The ``tensorflow`` module, or a clear error when Keras runs on another backend."""
     if keras.backend.backend() != "tensorflow":

@@ -46,7 +46,7 @@ from typing import Any
 from regbench.config import Params
 from regbench.data.sparse import BinaryCsr
 from regbench.train import provenance, records
-from regbench.train.engine import make_trainer, one_thread_per_op, side_by_side
+from regbench.train.engine import deterministic_ops, make_trainer, one_thread_per_op, side_by_side
 from regbench.train.plan import attach_data
 from regbench.train.progress import Progress
 from regbench.train.run import Run, RunObserver
@@ -91,10 +91,12 @@ def train(
     """Train every run (filling in its history and evaluations) here or on Ray, as ``train.executor`` says.
 
     ``observers`` see each run start and finish (MLflow: ``tracking.ChildRuns``). Returns what the
-    manifest records about where the runs trained.
+    run log records about where the runs trained.
     """
     if not runs:
         return {}  # nothing to train: every run of the stage was read back from its run store
+    if params.train.deterministic:
+        deterministic_ops()  # here for local runs; a Ray worker turns it on in train_unit
     units = plan_units(params, runs, stage)
     collector = _Collector(runs, observers, progress, stage)
     try:
@@ -365,7 +367,7 @@ def _train_on_ray(
 ) -> dict[str, Any]:
     """Train every unit as a Ray task; hand each finished run to ``collector.done`` (in the driver).
 
-    Returns what the manifest records: the address, the tasks and the node each one ran on.
+    Returns what the run log records: the address, the tasks and the node each one ran on.
     """
     settings = params.train
     train_settings = {

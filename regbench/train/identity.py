@@ -31,15 +31,16 @@ import hashlib
 import importlib.metadata
 import os
 import platform
-import sys
 from pathlib import Path
 from typing import Any
+
+from regbench.cli import gpu_device_present, quiet_tensorflow_import
 
 ROOT = Path(__file__).resolve().parents[2]
 
 # The code that computes a run's numbers (paths from the repository root).
 COMPUTES = (
-    # The entry point: it turns TensorFlow's op determinism on before anything trains.
+    # The entry point: which runs train, reused or retrained (engine.deterministic_ops turns determinism on).
     "stages/train.py",
     # The prepared arrays as the engines see them.
     "regbench/data/datasets.py",
@@ -167,10 +168,15 @@ def cpu(cpuinfo: str | os.PathLike = "/proc/cpuinfo") -> dict[str, Any]:
 
 
 def accelerators() -> list[str]:
-    """The GPUs TensorFlow trains on (none: the CPU); TensorFlow is loaded by then in a train stage."""
-    if "tensorflow" not in sys.modules:
+    """The GPUs TensorFlow trains on (none: the CPU).
+
+    Without a GPU device node there is none, and TensorFlow is not imported for nothing: a stage that
+    reuses every run never loads it (regbench.train.variant).
+    """
+    if not gpu_device_present():
         return []
-    import tensorflow as tf
+    with quiet_tensorflow_import():
+        import tensorflow as tf
 
     return [
         tf.config.experimental.get_device_details(gpu).get("device_name", gpu.name)

@@ -18,12 +18,13 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from regbench.cli import quiet_tensorflow_import
 from regbench.config import ExperimentParams, Member, Params, Variant
 from regbench.data import datasets
 from regbench.data.experiments import registry
 from regbench.io import write_json
 from regbench.schema import flatten, to_plain
-from regbench.train import executor, identity, provenance, records, runstore
+from regbench.train import identity, provenance, records, runstore
 from regbench.train.plan import cv_folds, effective_params, plan_runs
 from regbench.train.plots import plot_learning_curves
 from regbench.train.progress import Progress
@@ -99,7 +100,7 @@ def train(
     children = ChildRuns(tracker, parent, context, params.train.mlflow_max_steps, dataset)
     trained = [runs[i] for i in to_train]
     try:
-        where = executor.train(params, trained, data, progress, stage, [children])
+        where = _engines().train(params, trained, data, progress, stage, [children]) if trained else {}
     except StoreUnwritable:
         _keep_finished(reuse_from, children, identities, keys, to_train)
         raise
@@ -169,6 +170,14 @@ def train(
             runstore.write(reuse_from or out_dir, {run_key: stored[run_key] for run_key in keys})
             raise
     return summary
+
+
+def _engines():
+    """The executor and its engines, imported once a run is to train: they load TensorFlow (about 5 s of a
+    stage's start), which a stage that reads every run back from its run store does not need."""
+    with quiet_tensorflow_import():
+        from regbench.train import executor
+    return executor
 
 
 def _differences(experiment: ExperimentParams, variant: Variant, members: list[Member]) -> dict[str, Any]:
