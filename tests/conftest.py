@@ -293,6 +293,8 @@ def make_pipeline(tmp_path, mirror) -> Callable[..., Pipeline]:
     return make
 
 
+# tryfirst: xdist's worker adds the group to each test id in its own hook, registered after this conftest.
+@pytest.hookimpl(tryfirst=True)
 def pytest_collection_modifyitems(config, items) -> None:
     """Keep a module's tests on one xdist worker when they share a module-scoped fixture (a built pipeline,
     a Ray cluster, a report): spread over two workers, each would build it (``--dist loadgroup``). Every

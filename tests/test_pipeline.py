@@ -115,7 +115,8 @@ def test_each_train_stage_prints_one_line_and_progress_never_passes_100_percent(
     assert shown and max(shown) <= 100
 
 
-def test_dvc_metrics_show_is_one_row_per_stage_or_claim_and_fits_160_columns(pipeline, first_repro):
+def test_dvc_metrics_show_is_one_row_per_stage_or_claim_and_fits_160_columns(pipeline, forced_repro):
+    # (after forced_repro: `dvc exp show` needs a commit)
     shown = pipeline.dvc("metrics", "show").stdout
     rows = [line for line in shown.splitlines() if line.strip()]
     assert max(len(line.rstrip()) for line in rows) <= 160, shown
