@@ -77,6 +77,18 @@ def judge(
     looks, levels, increments = schedule(settings, decide, available)
     reached = [k for k, n in enumerate(looks) if n <= available]
     sequential = decide is not None and decide.sequential
+    # The look schedule, the same whether or not a look has been reached yet.
+    schedule_record = (
+        {
+            "spending": decide.spending,
+            "looks": list(looks),
+            "look_levels": list(levels),
+            "look_alphas": list(increments),
+            "repeats_available": available,
+        }
+        if sequential
+        else {}
+    )
     result: dict[str, Any] = {
         "statistic": claim.statistic,
         "unit": _unit(claim),
@@ -105,11 +117,7 @@ def judge(
         )
         if sequential:
             result["sequential"] = {
-                "spending": decide.spending,
-                "looks": list(looks),
-                "look_levels": list(levels),
-                "look_alphas": list(increments),
-                "repeats_available": available,
+                **schedule_record,
                 "history": [],
                 "decided_at_look": None,
                 "at_max_repeats": False,
@@ -135,11 +143,7 @@ def judge(
     at_max = looks[shown] == looks[-1]
     if sequential:
         result["sequential"] = {
-            "spending": decide.spending,
-            "looks": list(looks),
-            "look_levels": list(levels),
-            "look_alphas": list(increments),
-            "repeats_available": available,
+            **schedule_record,
             "history": outcome_history(result, looks, levels, shown),
             "decided_at_look": None if open_ else shown + 1,
             "at_max_repeats": at_max,
