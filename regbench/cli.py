@@ -81,9 +81,11 @@ def watched_ancestors(pid: int | None = None) -> list[int]:
     """The processes whose exit means nobody waits for this stage any more: its parent, and when that parent
     is a shell, the shell's parent too.
 
-    DVC starts a stage as ``$SHELL -c "<cmd>"``. Most shells exec the one command, so the stage's parent is
-    DVC; a shell that does not exec stays between them and lives on when DVC is killed (what a CI machine
-    showed), so the shell's parent is watched as well.
+    DVC starts a stage as ``$SHELL -c "<cmd>"`` (``/bin/sh`` when SHELL is unset). dvc.yaml's commands
+    begin with ``exec`` so that the stage replaces the shell, as bash does by itself but Debian's sh (dash)
+    does not: a shell left between them dies of a Ctrl-C at once, and DVC then reports its -2 and returns
+    while the stage is still stopping. A command run without ``exec`` keeps such a shell, which lives on when
+    DVC is killed, so the shell's parent is watched as well.
     """
     parent = os.getppid() if pid is None else _proc_stat(pid)[1]
     watched = [parent]

@@ -33,7 +33,8 @@ def main(argv: list[str]) -> None:
     manifest = {"experiment": name, "source": source, "params": to_plain(section), **info}
     with atomic_directory(Path("data/prepared") / name) as out_dir:
         manifest = datasets.save(out_dir, arrays, manifest)
-    print(f"prepare@{name}: {manifest['shapes']} from {source['source']} ({manifest['content_digest'][:12]}…)")
+    shapes = ", ".join(f"{array} {'×'.join(map(str, shape))}" for array, shape in manifest["shapes"].items())
+    print(f"prepare@{name}: {shapes} from {source['source']} ({manifest['content_digest'][:12]}…)")
 
 
 if __name__ == "__main__":

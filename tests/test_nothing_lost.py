@@ -26,8 +26,9 @@ from regbench.claims import evaluate, schema, verdict
 from regbench.data import fetch
 from regbench.schema import ParamsError
 from regbench.train import provenance, records, tracking
-from regbench.train.engine import History
+from regbench.train.run import History
 from stages import claims as claims_stage
+from stages import fetch as fetch_stage
 from stages import prepare as prepare_stage
 from stages import report as report_stage
 from stages import train as train_stage
@@ -246,6 +247,45 @@ def test_a_stage_whose_parent_dies_stops_itself_and_says_why(tmp_path):
     assert log.read_text().splitlines() == [
         f"sleeper now: stopped: the process that started it (pid {parent.pid}) is gone"
     ]
+
+
+def test_ctrl_c_keeps_the_runs_that_finished_and_the_next_run_reuses_them(tmp_path, mirror, monkeypatch):
+    """IMDB's runs train one at a time: those done before a Ctrl-C go into the run store, not away."""
+    seeds = tuple(range(6))
+    raw = shrunk_params(mirror, {"imdb": ["original"]}, epochs=60, seeds=seeds)
+    raw["train"]["stack_parts"] = 1  # one run after another
+    write_params(tmp_path, raw)
+    shutil.copy(REPO_ROOT / "claims.yaml", tmp_path / "claims.yaml")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    fetch_stage.main(["imdb"])
+    prepare_stage.main(["imdb"])
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(REPO_ROOT)}
+    command = [sys.executable, "-m", "stages.train", "imdb-original"]
+    stage = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    client = MlflowClient(uri)
+    done = "attributes.status = 'FINISHED' and tags.`regbench.stage` = 'train@imdb-original'"
+    try:
+        deadline = time.monotonic() + 300
+        while not (
+            client.get_experiment_by_name("regbench/imdb")
+            and client.search_runs([client.get_experiment_by_name("regbench/imdb").experiment_id], filter_string=done)
+        ):
+            assert stage.poll() is None and time.monotonic() < deadline, "no run finished"
+            time.sleep(0.2)
+        stage.send_signal(signal.SIGINT)
+        _, stderr = stage.communicate(timeout=60)
+    finally:
+        if stage.poll() is None:
+            stage.kill()
+    assert stage.returncode == 130 and "Traceback" not in stderr, stderr
+    assert "stopped by SIGINT (Ctrl-C)" in stderr and "finished runs kept in" in stderr, stderr
+    out = tmp_path / "results/train/imdb-original"
+    kept = len(list((out / "runs").glob("*.json")))
+    assert 1 <= kept < len(seeds) and not (out / "histories.csv").exists()
+    rerun = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert rerun.returncode == 0 and f"({len(seeds) - kept} trained, {kept} reused" in rerun.stdout, rerun.stderr
 
 
 def test_the_watch_covers_a_shell_that_does_not_exec_and_its_parent():

@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 
 from regbench.train import records
-from regbench.train.engine import History
-from regbench.train.run import Run
+from regbench.train.run import History, Run
 
 
 def result(member="v", repeat=0, fold=None, losses=(0.5, 0.25), grid_value=None, status="ok"):

@@ -21,7 +21,6 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 
 import keras
 import numpy as np
@@ -37,7 +36,7 @@ from regbench.train.models import (
     undecayed_weights,
 )
 from regbench.train.records import EPOCH_METRICS as METRICS
-from regbench.train.run import FitData, binary_targets  # noqa: F401 (binary_targets: re-exported)
+from regbench.train.run import FitData, History, binary_targets  # noqa: F401 (binary_targets: re-exported)
 
 ProgressFn = Callable[[int, dict[str, float]], None]
 # Up to this width the sparse first layer uses tf.sparse.sparse_dense_matmul, above it segment sums
@@ -47,28 +46,6 @@ SPARSE_MATMUL_MAX_UNITS = 32
 # side by side build, trace and reset under this lock, so a run's initial weights and dropout seeds come
 # from its own seed whatever the other threads do.
 GLOBAL_RANDOM_STATE = threading.RLock()
-
-
-@dataclass
-class History:
-    metrics: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in METRICS})
-    status: str = "ok"  # ok | diverged
-    diverged_epoch: int | None = None
-    seconds: float = 0.0
-
-    @property
-    def epochs(self) -> int:
-        return len(self.metrics["loss"])
-
-    def append(self, row: dict[str, float]) -> bool:
-        """Add one epoch; return False (and mark the run diverged) if its loss is not finite."""
-        if not all(math.isfinite(row[name]) for name in ("loss", "val_loss")):
-            self.status = "diverged"
-            self.diverged_epoch = self.epochs + 1
-            return False
-        for name in METRICS:
-            self.metrics[name].append(float(row[name]))
-        return True
 
 
 def epoch_orders(n: int, epochs: int, shuffle: bool, rng: np.random.Generator) -> np.ndarray:

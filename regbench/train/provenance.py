@@ -55,15 +55,14 @@ def library_versions() -> dict[str, str]:
 
 
 def device() -> str:
-    """The accelerator Keras trains on: a GPU when TensorFlow sees one, else the CPU."""
-    import keras
+    """The accelerator Keras trains on: the GPUs TensorFlow sees (``identity.accelerators``), else the CPU.
 
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        gpus = tf.config.list_physical_devices("GPU")
-        if gpus:
-            return f"GPU ({len(gpus)}x {tf.config.experimental.get_device_details(gpus[0]).get('device_name', 'GPU')})"
+    That looks for a GPU device node before it loads TensorFlow, so a stage that reads every run back
+    starts without it.
+    """
+    gpus = identity.accelerators()
+    if gpus:
+        return f"GPU ({len(gpus)}x {gpus[0]})"
     return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 

@@ -50,7 +50,7 @@ CURVES = "curves.csv"
 LINE_END = "\r\n"
 
 # A run diverged at the first epoch where (1) its loss or validation loss is NaN or infinite (the engines
-# stop it there: engine.History.append), or (2) a finite loss is beyond DIVERGENCE_FACTOR times its start:
+# stop it there: run.History.append), or (2) a finite loss is beyond DIVERGENCE_FACTOR times its start:
 # the loss or validation loss beyond FACTOR x (ln k + the penalty after the first epoch), or the validation
 # cross-entropy alone (val_loss - reg_loss, exact at the epoch's end) beyond FACTOR x ln k. ln k (k classes,
 # 2 for one sigmoid output) is the cross-entropy of an uninformed prediction, where every run starts (its
@@ -110,7 +110,7 @@ def beyond_limit_epoch(metrics: Mapping[str, Sequence[float]], classes: int) -> 
 
 
 def mark_divergence(history, classes: int) -> None:
-    """Mark a finished run diverged (engine.History: status, diverged_epoch) if its finite loss blew up.
+    """Mark a finished run diverged (run.History: status, diverged_epoch) if its finite loss blew up.
 
     The engines mark only a NaN or infinite loss; ``classes`` is the number of classes (1 output: 2).
     """

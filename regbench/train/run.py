@@ -12,17 +12,46 @@ No Keras here: the records and claims layers import this module.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import numpy as np
 
 from regbench.config import VariantParams
+from regbench.train.records import EPOCH_METRICS as METRICS
 
 
 def binary_targets(y: np.ndarray) -> np.ndarray:
     """Targets as a column (n, 1) so losses see the same shape as the sigmoid output."""
     return y.reshape(-1, 1).astype(np.float32) if y.ndim == 1 else y.astype(np.float32)
+
+
+@dataclass
+class History:
+    """What ``model.fit`` reports per epoch (``records.EPOCH_METRICS``), and whether the run diverged.
+
+    Here, not beside the engines, so that reading a run back from the run store loads no Keras.
+    """
+
+    metrics: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in METRICS})
+    status: str = "ok"  # ok | diverged
+    diverged_epoch: int | None = None
+    seconds: float = 0.0
+
+    @property
+    def epochs(self) -> int:
+        return len(self.metrics["loss"])
+
+    def append(self, row: dict[str, float]) -> bool:
+        """Add one epoch; return False (and mark the run diverged) if its loss is not finite."""
+        if not all(math.isfinite(row[name]) for name in ("loss", "val_loss")):
+            self.status = "diverged"
+            self.diverged_epoch = self.epochs + 1
+            return False
+        for name in METRICS:
+            self.metrics[name].append(float(row[name]))
+        return True
 
 
 @dataclass
@@ -59,8 +88,8 @@ class Run:
     data: FitData | None = field(default=None, repr=False, compare=False)
     # A separate test set (x, y) the finished run is evaluated on, where the experiment has one.
     test: tuple[Any, np.ndarray] | None = field(default=None, repr=False, compare=False)
-    # What training produced: engine.History, the inference-mode evaluations, the MLflow run (if logged).
-    history: Any = None
+    # What training produced: its History, the inference-mode evaluations, the MLflow run (if logged).
+    history: History | None = None
     evaluations: dict[str, float] = field(default_factory=dict)
     run_id: str | None = None
 

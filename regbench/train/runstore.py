@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from regbench.io import read_json, write_json
+from regbench.train.run import History
 
 DIRECTORY = "runs"
 FORMAT = 1
@@ -89,10 +90,7 @@ def trained_under(stored: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
 
 
 def history_of(stored: Mapping[str, Any]):
-    """The engine History a stored run was written from."""
-    # Imported here: engine imports Keras, which a reader of the store alone need not load.
-    from regbench.train.engine import History
-
+    """The History a stored run was written from."""
     return History(
         metrics={name: _decode(text) for name, text in stored["metrics"].items()},
         status=stored["status"],

@@ -33,7 +33,6 @@ import numpy as np
 from regbench.config import VariantParams
 from regbench.train.engine import (
     METRICS,
-    History,
     ProgressFn,
     correct_predictions,
     epoch_orders,
@@ -44,7 +43,7 @@ from regbench.train.engine import (
     tensorflow_backend,
 )
 from regbench.train.models import ModelSpec, build_model, build_optimizer
-from regbench.train.run import Run
+from regbench.train.run import History, Run
 
 # Batch loops of up to this many steps are written out (see engine.graph_loop).
 UNROLL_STEPS = 2

@@ -101,7 +101,8 @@ def train(
     trained = [runs[i] for i in to_train]
     try:
         where = _engines().train(params, trained, data, progress, stage, [children]) if trained else {}
-    except StoreUnwritable:
+    except BaseException:
+        # Whatever ends training early (Ctrl-C, SIGTERM, a full store, an error in one run), what finished stays.
         _keep_finished(reuse_from, children, identities, keys, to_train)
         raise
     finally:
@@ -193,9 +194,10 @@ def _differences(experiment: ExperimentParams, variant: Variant, members: list[M
 def _keep_finished(reuse_from: Path | None, children: ChildRuns, identities, keys: list[str], to_train) -> None:
     """Put every run that finished training into the run store in place (results/train/<stage>/runs).
 
-    Called when the stage stops before its outputs are written (a full MLflow store, an error, a kill):
-    those outputs are discarded whole, but the next run of the stage reads these runs back instead of
-    training them again.
+    Called when the stage stops before its outputs are written (a full MLflow store, an error, Ctrl-C or
+    SIGTERM): those outputs are discarded whole, but the next run of the stage reads these runs back instead
+    of training them again. DVC then sees the stage's ``runs`` output changed, so ``dvc repro`` reruns it
+    (``dvc checkout`` would drop them). A SIGKILL leaves no chance to do this.
     """
     if reuse_from is None or not children.finished:
         return
@@ -207,6 +209,8 @@ def _keep_finished(reuse_from: Path | None, children: ChildRuns, identities, key
         runstore.write(reuse_from, entries)
     except OSError as error:
         log.warning("the %d finished runs could not be kept in %s: %s", len(entries), reuse_from, error)
+    else:
+        log.info("%d finished runs kept in %s: the next `dvc repro` reuses them", len(entries), reuse_from)
 
 
 def _identities(params: Params, experiment: str, runs: list[Run], data_digest: str) -> list[dict[str, Any]]:
