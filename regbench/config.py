@@ -401,6 +401,10 @@ class ClaimsParams:
     # The run this one's per-repeat values are compared with (the drift report): a git revision whose
     # committed reports/claims_detail.json is read, or a path to such a file; null for none.
     drift_reference: str | None = "HEAD"
+    # Claims judged under another randomness scope, shown beside this run's (regbench.claims.scopes): the
+    # name of a DVC experiment run with `-S <experiment>.randomness.scope=data`, a git revision, or a path
+    # to its reports/claims_detail.json; null for none.
+    scope_reference: str | None = None
 
 
 @dataclass(frozen=True)

@@ -76,3 +76,22 @@ def test_the_report_shows_the_summary_and_a_row_per_claim_that_moved():
     assert "| `b` | 3 | 0 | 0 | undecided -> contradicted |" in text
     assert "`c`" not in text  # identical values, same verdict: nothing to show
     assert drift_lines({}) == []
+
+
+def test_reference_by_the_name_of_a_dvc_experiment(tmp_path):
+    """`dvc exp run -n data-scope` keeps its commit under refs/exps/<baseline>/data-scope, not as a branch."""
+    git(tmp_path, "init", "-q")
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports/claims_detail.json").write_text(json.dumps({"claims": {"base": entry([1.0])}}))
+    git(tmp_path, "add", "-A")
+    git(tmp_path, "commit", "-qm", "baseline")
+    baseline = git(tmp_path, "rev-parse", "HEAD").strip()
+    (tmp_path / "reports/claims_detail.json").write_text(json.dumps({"claims": {"exp": entry([2.0])}}))
+    git(tmp_path, "commit", "-qam", "experiment")
+    git(tmp_path, "update-ref", f"refs/exps/{baseline[:2]}/{baseline[2:]}/data-scope", "HEAD")
+    git(tmp_path, "reset", "-q", "--hard", baseline)
+    loaded, source = drift.load_reference("data-scope", tmp_path, "claims.scope_reference")
+    assert loaded == {"claims": {"exp": entry([2.0])}}
+    assert source == "reports/claims_detail.json at DVC experiment data-scope"
+    missing, why = drift.load_reference("no-such-exp", tmp_path, "claims.scope_reference")
+    assert missing is None and why.endswith("(claims.scope_reference)")

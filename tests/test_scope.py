@@ -18,12 +18,17 @@ import pytest
 import yaml
 
 from regbench import config
+from regbench.claims import scopes
 from regbench.data import datasets
 from regbench.data.experiments import Raw, registry
 from regbench.data.experiments.sonar import fold_assignment
 from regbench.schema import ParamsError
 from regbench.train import plan, variant
-from tests.conftest import copy_repo, dvc, real_params, shrunk_params, sonar_bytes, write_params
+from stages import claims as claims_stage
+from stages import prepare as prepare_stage
+from stages import report as report_stage
+from stages import train as train_stage
+from tests.conftest import REPO_ROOT, copy_repo, dvc, real_params, shrunk_params, sonar_bytes, write_params
 
 SEEDS = (0, 1, 2, 3)
 
@@ -240,3 +245,74 @@ def test_changing_a_scope_reruns_only_that_experiments_train_stages(tmp_path, mi
     changed = json.loads(dvc(repo, "status", "--json", *stages).stdout)
     assert set(changed) == {"train@circles-overfit"}, changed
     assert changed["train@circles-overfit"] == [{"changed deps": {"params.yaml": {"circles.randomness": "modified"}}}]
+
+
+# --- both scopes side by side: claims.scope_reference -------------------------------------------------
+
+
+def judged(verdict: str, scope: str | None, mean: float = 0.1) -> dict:
+    randomness = {"scope": scope, "covers": f"covers under {scope}"} if scope else None
+    entry = {"values": [mean], "verdict": verdict, "mean": mean, "ci_low": 0.0, "ci_high": 0.2, "repeats": 5}
+    return {**entry, "randomness": randomness} if randomness else entry
+
+
+def test_only_claims_judged_under_another_scope_are_put_side_by_side():
+    here = {"a": judged("reproduced", "data"), "b": judged("undecided", "setup"), "c": judged("reproduced", "data")}
+    there = {"a": judged("undecided", "setup"), "b": judged("undecided", "setup"), "d": judged("reproduced", "setup")}
+    compared = scopes.compare(here, there, "DVC experiment setup-run")
+    assert list(compared["claims"]) == ["a"]  # b: the same scope; c: not judged there; d: not judged here
+    a = compared["claims"]["a"]
+    assert (a["here"]["scope"], a["other"]["scope"], a["same_verdict"]) == ("data", "setup", False)
+    assert a["other"]["covers"] == "covers under setup" and a["other"]["mean"] == 0.1
+    assert compared["summary"] == (
+        "Claims judged under a second randomness scope (DVC experiment setup-run): 1; "
+        "with the same verdict under both: 0."
+    )
+    assert scopes.compare(here, None, "no reference")["claims"] == {}
+    old = {"a": judged("undecided", None)}  # a claims file from before scopes were recorded
+    assert "records no randomness scope" in scopes.compare(here, old, "HEAD~5")["summary"]
+
+
+def test_the_report_says_what_each_scope_varied_and_shows_both_verdicts_side_by_side(tmp_path, mirror, monkeypatch):
+    """Real training, claims and report: circles under setup, then under data with the setup run as reference."""
+    raw = shrunk_params(mirror, {"circles": ["overfit", "dropout"]}, epochs=20, seeds=(0, 1, 2))
+    raw["claims"]["drift_reference"] = None
+    write_params(tmp_path, raw)
+    (tmp_path / "claims.yaml").write_bytes((REPO_ROOT / "claims.yaml").read_bytes())
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("DVC_ROOT", raising=False)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    prepare_stage.main(["circles"])
+
+    def train_judge_and_report() -> tuple[dict, str]:
+        for variant_name in ("overfit", "dropout"):
+            train_stage.main([f"circles-{variant_name}"])
+        claims_stage.main([])
+        report_stage.main([])
+        detail = json.loads((tmp_path / "reports/claims_detail.json").read_text())
+        return detail, (tmp_path / "reports/report.md").read_text()
+
+    setup_detail, setup_report = train_judge_and_report()
+    tested = {claim_id for claim_id, entry in setup_detail["claims"].items() if "values" in entry}
+    assert tested and all(setup_detail["claims"][c]["randomness"]["scope"] == "setup" for c in tested)
+    assert "**Randomness:** scope `setup`: a verdict below holds for the published dataset." in setup_report
+    assert "`dvc exp run -S circles.randomness.scope=data`" in setup_report
+    assert "so a verdict holds for the tutorial's published dataset" in setup_report
+    assert "Randomness scopes side by side" not in setup_report and setup_detail["scopes"]["claims"] == {}
+    (tmp_path / "setup_claims.json").write_text(json.dumps(setup_detail))
+
+    raw["circles"]["randomness"] = {"scope": "data"}
+    raw["claims"]["scope_reference"] = "setup_claims.json"
+    write_params(tmp_path, raw)
+    detail, report = train_judge_and_report()
+    compared = detail["scopes"]["claims"]
+    assert set(compared) == tested
+    for claim_id in tested:
+        assert compared[claim_id]["here"]["scope"] == "data" and compared[claim_id]["other"]["scope"] == "setup"
+        assert compared[claim_id]["other"]["verdict"] == setup_detail["claims"][claim_id]["verdict"]
+    assert "**Randomness:** scope `data`: a verdict below holds for the data-generating process." in report
+    assert "## Randomness scopes side by side" in report
+    assert report.count("- Under another randomness scope: ") == len(tested)
+    assert report.count("(scope `setup`, about the published dataset)") == 2 * len(tested)
+    assert "Under scope `setup` a repeat varies only weights, order, masks" in report
+    assert "Under the wider scope of circles a repeat also redraws what the tutorial fixed" in report

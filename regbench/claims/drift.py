@@ -23,31 +23,62 @@ from regbench.io import read_json
 DETAIL_PATH = "reports/claims_detail.json"
 
 
-def load_reference(reference: str | None, repo_root: Path) -> tuple[dict[str, Any] | None, str]:
-    """The reference evaluation and a description of where it came from (or why there is none).
+def load_reference(
+    reference: str | None, repo_root: Path, setting: str = "claims.drift_reference"
+) -> tuple[dict[str, Any] | None, str]:
+    """A claims evaluation to compare with, and a description of where it came from (or why there is none).
 
-    ``reference`` is a path to a ``claims_detail.json`` when such a file exists, else a git revision
-    whose committed ``reports/claims_detail.json`` is read; None turns the comparison off.
+    ``reference`` is a path to a ``claims_detail.json`` when such a file exists, else a git revision or the
+    name of a DVC experiment (``dvc exp run -n <name>``; its commit lives under refs/exps) whose committed
+    ``reports/claims_detail.json`` is read; None turns the comparison off. ``setting`` names the params key.
     """
     if reference is None:
-        return None, "no reference configured (claims.drift_reference: null)"
+        return None, f"no reference configured ({setting}: null)"
     path = repo_root / reference
     if path.is_file():
         return read_json(path), f"file {reference}"
+    revision, kind = reference, "git revision"
+    experiment = _experiment_ref(reference, repo_root)
+    if experiment is not None:
+        revision, kind = experiment, "DVC experiment"
     try:
         shown = subprocess.run(
-            ["git", "show", f"{reference}:{DETAIL_PATH}"],
+            ["git", "show", f"{revision}:{DETAIL_PATH}"],
             cwd=repo_root,
             capture_output=True,
             text=True,
             check=True,
         ).stdout
     except (OSError, subprocess.CalledProcessError):
-        return None, f"no {DETAIL_PATH} at git revision {reference!r}"
+        return None, f"no {DETAIL_PATH} at {kind} {reference!r} ({setting})"
     try:
-        return json.loads(shown), f"{DETAIL_PATH} at git revision {reference}"
+        return json.loads(shown), f"{DETAIL_PATH} at {kind} {reference}"
     except json.JSONDecodeError:
-        return None, f"{DETAIL_PATH} at git revision {reference!r} is not valid JSON"
+        return None, f"{DETAIL_PATH} at {kind} {reference!r} is not valid JSON"
+
+
+def _experiment_ref(name: str, repo_root: Path) -> str | None:
+    """The git ref of the DVC experiment called ``name`` (refs/exps/<baseline>/<name>), if it is not a revision."""
+    try:
+        if (
+            subprocess.run(
+                ["git", "rev-parse", "--verify", "--quiet", f"{name}^{{commit}}"], cwd=repo_root, capture_output=True
+            ).returncode
+            == 0
+        ):
+            return None
+        refs = subprocess.run(
+            ["git", "for-each-ref", "--format=%(refname)", "refs/exps/"],
+            cwd=repo_root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.split()
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    # DVC keeps its own refs (refs/exps/exec/..., refs/exps/celery/...) beside the experiments'.
+    matches = [ref for ref in refs if ref.rsplit("/", 1)[-1] == name and not ref.startswith("refs/exps/exec/")]
+    return matches[-1] if len(matches) == 1 else None
 
 
 def _paired(current: Mapping[str, Any], reference: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:

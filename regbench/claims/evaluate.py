@@ -17,6 +17,7 @@ from regbench.claims.measures import _absent_member, member_label, per_repeat, r
 from regbench.claims.schema import DIRECTIONAL, Registry
 from regbench.claims.verdict import NOT_RUN
 from regbench.config import Params
+from regbench.io import read_json
 from regbench.schema import ParamsError, to_plain
 from regbench.train import records
 from regbench.train.records import Run, load_runs
@@ -34,6 +35,10 @@ def evaluate(registry: Registry, params: Params, results_dir: Path) -> dict[str,
             directory = results_dir / str(name)
             cache[name] = load_runs(directory) if (directory / "runs.json").exists() else None
         return cache[name]
+
+    def randomness_of(name: str) -> dict[str, Any] | None:
+        manifest = results_dir / name / "manifest.json"
+        return read_json(manifest).get("randomness") if manifest.exists() else None
 
     detail: dict[str, dict[str, Any]] = {}
     for claim in registry.claims:
@@ -72,6 +77,8 @@ def evaluate(registry: Registry, params: Params, results_dir: Path) -> dict[str,
                 for term in claim.test.terms
             }
             entry.update(judge(claim, values, params.claims, params.decide))
+            # What the repeats varied, as the runs' manifests record it: what the verdict holds for.
+            entry["randomness"] = randomness_of(run_name(params, claim.experiment, claim.variants[0]))
             # A repeat with a diverged run (records.DIVERGENCE_RULE) is left out of the claim: say which and why.
             left_out: dict[str, dict[int, list[str]]] = {}
             for term in claim.test.terms:

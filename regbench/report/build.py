@@ -123,6 +123,7 @@ def experiment_sections(
                 "label": entry["verdict"],
                 "statement": entry["statement"],
                 "lines": sections.claim_lines(entry, flags),
+                "scope": sections.scope_lines(evaluation.get("scopes"), claim_id),
             }
             for claim_id, entry in evaluation["claims"].items()
             if entry["experiment"] == name
@@ -130,6 +131,7 @@ def experiment_sections(
         out.append(
             {
                 "name": name,
+                "randomness": sections.randomness_line(results),
                 "figures": shown,
                 "published_table": sections.published_table(results, published.get(name, {}), confidence),
                 "not_learned": sections.not_learned_lines(flags, name),
@@ -154,6 +156,7 @@ def context(
     alpha = stats.one_sided_alpha(settings.confidence)
     looks, look_alphas = sections.looks(params)
     drift = evaluation.get("drift")
+    scopes = evaluation.get("scopes")
     return {
         "title": params.report.title,
         "confidence": percent(settings.confidence, 0),
@@ -178,6 +181,7 @@ def context(
         # The claims stage's typed verdicts (regbench.claims.verdict): five labels, one Holm family.
         "family_labels": "family" in evaluation["summary"],
         "first_page": first_page(params, evaluation, {experiment["name"] for experiment in experiments}),
+        "scope_note": sections.scope_note(evaluation),
         "data_sources": sections.data_sources(all_results),
         "summary_table": sections.summary_table(evaluation),
         "not_learned": sections.not_learned_lines(sections.not_learned(all_results)),
@@ -188,6 +192,9 @@ def context(
         "looks_table": sections.looks_table(evaluation),
         "drift": drift,
         "drift_table": sections.drift_table(drift) if drift else Md(""),
+        # Claims also judged under a second randomness scope (claims.scope_reference), side by side.
+        "scopes": scopes if scopes and scopes.get("claims") else None,
+        "scopes_table": sections.scopes_table(scopes) if scopes and scopes.get("claims") else Md(""),
         "provenance": sections.provenance(all_results, STAGE_TAG),
         "mlflow_ui": code(UI_COMMAND),
     }

@@ -548,6 +548,82 @@ def drift_table(drift: Mapping[str, Any]) -> Md:
     return _lines(*lines)
 
 
+def randomness_line(results: ExperimentResults) -> Md:
+    """What a repeat's seed varied in this experiment's runs (their manifests), so what its verdicts hold for."""
+    scopes = [manifest.get("randomness") for manifest in results.manifests.values()]
+    found = [s for s in scopes if s]
+    if not found:
+        return Md("")
+    if any(s != found[0] for s in found):
+        return Md(f"**Randomness:** the variants of {code(results.name)} were trained under different scopes.")
+    scope = found[0]
+    kept = f"; kept in every repeat: {escape(scope['keeps'])}" if scope.get("keeps") else ""
+    varies = registry()[results.name].varies
+    another = ""
+    for other in (s for s in varies if s != scope["scope"]):
+        extra = [source for source in varies[other] if source not in scope["varies"]]
+        what = f"also varies {', '.join(extra)}" if extra else f"varies only {', '.join(varies[other])}"
+        command = f"dvc exp run -S {results.name}.randomness.scope={other}"
+        another += f" Under scope {code(other)} a repeat {escape(what)}: {code(command)} (docs/randomness.md)."
+    return Md(
+        f"**Randomness:** scope {code(scope['scope'])}: a verdict below {escape(scope['covers'])}. "
+        f"Each repeat's seed varies {escape(', '.join(scope['varies']))}{kept}.{another}"
+    )
+
+
+def scope_note(evaluation: Mapping[str, Any]) -> Md:
+    """For the first page: what the judged claims' repeats varied, so what the verdicts hold for."""
+    by_scope: dict[str, set[str]] = {}
+    for entry in evaluation["claims"].values():
+        scope = (entry.get("randomness") or {}).get("scope")
+        if scope is not None:
+            by_scope.setdefault(scope, set()).add(entry["experiment"])
+    text = []
+    if "setup" in by_scope:
+        text.append(
+            "A repeat varies what the tutorial's own code leaves random (the initial weights, the data order, "
+            "dropout masks, sonar's CV split), so a verdict holds for the tutorial's published dataset"
+        )
+    if "data" in by_scope:
+        names = ", ".join(sorted(by_scope["data"]))
+        text.append(
+            f"under the wider scope of {escape(names)} a repeat also redraws what the tutorial fixed (the "
+            "generated data, the train/test split), so a verdict there holds for the data-generating process"
+        )
+    if not text:
+        return Md("")
+    joined = "; ".join(text)
+    return Md(joined[0].upper() + joined[1:] + ". Each experiment's section says what varied and what was kept.")
+
+
+def side_text(side: Mapping[str, Any]) -> Md:
+    """One claim under one scope: label, scope and what it covers, mean with its interval, repeats."""
+    numbers = ""
+    if side.get("mean") is not None:
+        interval_part = f" {interval_text(side)}" if side.get("ci_low") is not None else ""
+        numbers = f"; mean {fmt(side['mean'])}{interval_part}, {side.get('repeats', 0)} repeats"
+    about = (side.get("covers") or "").removeprefix("holds for ")
+    return Md(f"{label(side['verdict'])} (scope {code(side['scope'])}, about {escape(about)}){numbers}")
+
+
+def scope_lines(scopes: Mapping[str, Any] | None, claim_id: str) -> Md:
+    """The claim's verdict under the other randomness scope (claims.scope_reference), where there is one."""
+    compared = (scopes or {}).get("claims", {}).get(claim_id)
+    if compared is None:
+        return Md("")
+    return Md(f"- Under another randomness scope: {side_text(compared['other'])}.")
+
+
+def scopes_table(scopes: Mapping[str, Any]) -> Md:
+    lines = ["| claim | this run | the second scope | same verdict |", "|---|---|---|---|"]
+    for claim_id, compared in scopes["claims"].items():
+        lines.append(
+            f"| {claim_link(claim_id)} | {side_text(compared['here'])} | {side_text(compared['other'])} | "
+            f"{'yes' if compared['same_verdict'] else 'no'} |"
+        )
+    return _lines(*lines)
+
+
 def data_sources(all_results: Mapping[str, ExperimentResults]) -> list[Md]:
     lines = []
     for name, results in all_results.items():
