@@ -42,13 +42,7 @@ def load_reference(
     if experiment is not None:
         revision, kind = experiment, "DVC experiment"
     try:
-        shown = subprocess.run(
-            ["git", "show", f"{revision}:{DETAIL_PATH}"],
-            cwd=repo_root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        shown = _git(repo_root, "show", f"{revision}:{DETAIL_PATH}")
     except (OSError, subprocess.CalledProcessError):
         return None, f"no {DETAIL_PATH} at {kind} {reference!r} ({setting})"
     try:
@@ -57,28 +51,25 @@ def load_reference(
         return None, f"{DETAIL_PATH} at {kind} {reference!r} is not valid JSON"
 
 
+def _git(repo_root: Path, *args: str) -> str:
+    return subprocess.run(["git", *args], cwd=repo_root, capture_output=True, text=True, check=True).stdout
+
+
 def _experiment_ref(name: str, repo_root: Path) -> str | None:
-    """The git ref of the DVC experiment called ``name`` (refs/exps/<baseline>/<name>), if it is not a revision."""
+    """The git ref of the newest DVC experiment called ``name`` (refs/exps/<baseline>/<name>), unless ``name``
+    is a revision already."""
     try:
-        if (
-            subprocess.run(
-                ["git", "rev-parse", "--verify", "--quiet", f"{name}^{{commit}}"], cwd=repo_root, capture_output=True
-            ).returncode
-            == 0
-        ):
-            return None
-        refs = subprocess.run(
-            ["git", "for-each-ref", "--format=%(refname)", "refs/exps/"],
-            cwd=repo_root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.split()
+        _git(repo_root, "rev-parse", "--verify", "--quiet", f"{name}^{{commit}}")
+        return None
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    try:
+        refs = _git(repo_root, "for-each-ref", "--sort=-committerdate", "--format=%(refname)", "refs/exps/").split()
     except (OSError, subprocess.CalledProcessError):
         return None
     # DVC keeps its own refs (refs/exps/exec/..., refs/exps/celery/...) beside the experiments'.
     matches = [ref for ref in refs if ref.rsplit("/", 1)[-1] == name and not ref.startswith("refs/exps/exec/")]
-    return matches[-1] if len(matches) == 1 else None
+    return matches[0] if matches else None
 
 
 def _paired(current: Mapping[str, Any], reference: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
