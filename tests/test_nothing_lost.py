@@ -190,6 +190,34 @@ def test_dvc_status_ignores_temporary_outputs_inside_a_tracked_directory(tmp_pat
     assert status() != {}
 
 
+def test_a_code_folder_dependency_ignores_python_bytecode_caches(tmp_path):
+    """The claims and report stages depend on code folders (regbench/claims): whether Python wrote its
+    __pycache__ there (PYTHONDONTWRITEBYTECODE, another Python version) must not change the stage."""
+    shutil.copy(REPO_ROOT / ".dvcignore", tmp_path / ".dvcignore")
+    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+    dvc_ = [sys.executable, "-m", "dvc"]
+    subprocess.run([*dvc_, "init", "-q"], cwd=tmp_path, check=True)
+    (tmp_path / "package").mkdir()
+    (tmp_path / "package" / "module.py").write_text("VALUE = 1\n")
+    command = "cp package/module.py out.txt"
+    subprocess.run(
+        [*dvc_, "stage", "add", "-q", "-n", "use", "-d", "package", "-o", "out.txt", command], cwd=tmp_path, check=True
+    )
+    subprocess.run([*dvc_, "repro", "-q"], cwd=tmp_path, check=True, capture_output=True)
+
+    def status() -> dict:
+        result = subprocess.run([*dvc_, "status", "--json"], cwd=tmp_path, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout)
+
+    assert status() == {}
+    (tmp_path / "package" / "__pycache__").mkdir()
+    (tmp_path / "package" / "__pycache__" / "module.cpython-311.pyc").write_bytes(b"\x00bytecode")
+    assert status() == {}
+    (tmp_path / ".dvcignore").unlink()  # the same cache without the rule is a change: the check above can fail
+    assert status() != {}
+
+
 # --- stops: Ctrl-C, a parent gone --------------------------------------------------------------------
 
 # A stage whose main waits (stands for training); it says when it has started.
