@@ -164,22 +164,28 @@ def test_a_kill_at_any_step_of_replacing_a_directory_loses_neither_copy(tmp_path
     assert [path.name for path in tmp_path.iterdir()] == ["circles-overfit"]
 
 
-def test_dvc_status_ignores_temporary_outputs_inside_a_tracked_directory(tmp_path):
-    """Writers leave `.<name>.p<pid>.<random>.part` files and folders (a kill, or a live writer of a parallel
-    queue); inside a tracked output they must not change its hash, which is what .dvcignore is for."""
-    shutil.copy(REPO_ROOT / ".dvcignore", tmp_path / ".dvcignore")
-    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
+def repo_with_one_stage(repo: Path, *stage: str):
+    """A git + DVC repository with this project's .dvcignore and one stage (``dvc stage add`` arguments),
+    reproduced once; returns its ``dvc status --json``, as a function."""
+    shutil.copy(REPO_ROOT / ".dvcignore", repo / ".dvcignore")
+    subprocess.run(["git", "init", "-q"], cwd=repo, check=True)
     dvc_ = [sys.executable, "-m", "dvc"]
-    subprocess.run([*dvc_, "init", "-q"], cwd=tmp_path, check=True)
-    command = "mkdir -p out && echo data > out/run.json"
-    subprocess.run([*dvc_, "stage", "add", "-q", "-n", "write", "-o", "out", command], cwd=tmp_path, check=True)
-    subprocess.run([*dvc_, "repro", "-q"], cwd=tmp_path, check=True, capture_output=True)
+    subprocess.run([*dvc_, "init", "-q"], cwd=repo, check=True)
+    subprocess.run([*dvc_, "stage", "add", "-q", *stage], cwd=repo, check=True)
+    subprocess.run([*dvc_, "repro", "-q"], cwd=repo, check=True, capture_output=True)
 
     def status() -> dict:
-        result = subprocess.run([*dvc_, "status", "--json"], cwd=tmp_path, capture_output=True, text=True)
+        result = subprocess.run([*dvc_, "status", "--json"], cwd=repo, capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
         return json.loads(result.stdout)
 
+    return status
+
+
+def test_dvc_status_ignores_temporary_outputs_inside_a_tracked_directory(tmp_path):
+    """Writers leave `.<name>.p<pid>.<random>.part` files and folders (a kill, or a live writer of a parallel
+    queue); inside a tracked output they must not change its hash, which is what .dvcignore is for."""
+    status = repo_with_one_stage(tmp_path, "-n", "write", "-o", "out", "mkdir -p out && echo data > out/run.json")
     assert status() == {}
     (tmp_path / "out" / f".run.json.p{dead_pid()}.a1b2.part").write_text("half")
     (tmp_path / "out" / f".runs.p{os.getpid()}.c3.part").mkdir()
@@ -193,23 +199,11 @@ def test_dvc_status_ignores_temporary_outputs_inside_a_tracked_directory(tmp_pat
 def test_a_code_folder_dependency_ignores_python_bytecode_caches(tmp_path):
     """The claims and report stages depend on code folders (regbench/claims): whether Python wrote its
     __pycache__ there (PYTHONDONTWRITEBYTECODE, another Python version) must not change the stage."""
-    shutil.copy(REPO_ROOT / ".dvcignore", tmp_path / ".dvcignore")
-    subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True)
-    dvc_ = [sys.executable, "-m", "dvc"]
-    subprocess.run([*dvc_, "init", "-q"], cwd=tmp_path, check=True)
     (tmp_path / "package").mkdir()
     (tmp_path / "package" / "module.py").write_text("VALUE = 1\n")
-    command = "cp package/module.py out.txt"
-    subprocess.run(
-        [*dvc_, "stage", "add", "-q", "-n", "use", "-d", "package", "-o", "out.txt", command], cwd=tmp_path, check=True
+    status = repo_with_one_stage(
+        tmp_path, "-n", "use", "-d", "package", "-o", "out.txt", "cp package/module.py out.txt"
     )
-    subprocess.run([*dvc_, "repro", "-q"], cwd=tmp_path, check=True, capture_output=True)
-
-    def status() -> dict:
-        result = subprocess.run([*dvc_, "status", "--json"], cwd=tmp_path, capture_output=True, text=True)
-        assert result.returncode == 0, result.stderr
-        return json.loads(result.stdout)
-
     assert status() == {}
     (tmp_path / "package" / "__pycache__").mkdir()
     (tmp_path / "package" / "__pycache__" / "module.cpython-311.pyc").write_bytes(b"\x00bytecode")

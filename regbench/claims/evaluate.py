@@ -7,6 +7,7 @@ metrics/claims/, regbench.claims.publish).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ def evaluate(registry: Registry, params: Params, results_dir: Path) -> dict[str,
             cache[name] = load_runs(directory) if (directory / "runs.json").exists() else None
         return cache[name]
 
+    @functools.cache  # a stage's manifest serves every claim on it
     def randomness_of(name: str) -> dict[str, Any] | None:
         manifest = results_dir / name / "manifest.json"
         return read_json(manifest).get("randomness") if manifest.exists() else None
