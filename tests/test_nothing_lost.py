@@ -284,9 +284,12 @@ def test_ctrl_c_keeps_the_runs_that_finished_and_the_next_run_reuses_them(tmp_pa
     prepare_stage.main(["imdb"])
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     env = {**os.environ, "MLFLOW_TRACKING_URI": uri, "PYTHONPATH": str(REPO_ROOT)}
+    # The store exists before the stage starts: MLflow creates a new SQLite store's tables without a lock, so
+    # this client and the stage opening a new file at once race ("table ... already exists").
+    client = MlflowClient(uri)
+    client.search_experiments()
     command = [sys.executable, "-m", "stages.train", "imdb-original"]
     stage = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    client = MlflowClient(uri)
     done = "attributes.status = 'FINISHED' and tags.`regbench.stage` = 'train@imdb-original'"
     try:
         deadline = time.monotonic() + 300
@@ -294,7 +297,9 @@ def test_ctrl_c_keeps_the_runs_that_finished_and_the_next_run_reuses_them(tmp_pa
             client.get_experiment_by_name("regbench/imdb")
             and client.search_runs([client.get_experiment_by_name("regbench/imdb").experiment_id], filter_string=done)
         ):
-            assert stage.poll() is None and time.monotonic() < deadline, "no run finished"
+            if stage.poll() is not None:
+                raise AssertionError(f"the stage ended before a run finished:\n{stage.communicate()[1]}")
+            assert time.monotonic() < deadline, "no run finished"
             time.sleep(0.2)
         stage.send_signal(signal.SIGINT)
         _, stderr = stage.communicate(timeout=60)
