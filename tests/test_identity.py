@@ -129,3 +129,30 @@ def test_the_manifest_lists_what_the_stored_runs_were_trained_under(clean_enviro
     assert runstore.trained_under(entries) == [trained_off["trained_under"]]
     both = runstore.trained_under([*entries, {"identity": trained_default}])
     assert {setup["environment"]["TF_ENABLE_ONEDNN_OPTS"] for setup in both} == {"0", None}
+
+
+def test_the_keeper_stores_each_run_as_it_finishes_and_a_store_it_cannot_write_only_warns(tmp_path, caplog):
+    from types import SimpleNamespace
+
+    from regbench.train.run import History
+
+    identities = [runstore.identity("circles", {"epochs": 2}, None, seed, None, {}) for seed in (0, 1)]
+    keys = [runstore.key(each) for each in identities]
+    history = History(metrics={"loss": [0.5, 0.25]})
+    keeper = runstore.Keeper(tmp_path, identities, keys)
+    keeper.on_run_finished(1, SimpleNamespace(history=history, evaluations={"test_accuracy": 0.75}))
+    stored = runstore.load(tmp_path, keys)
+    assert list(stored) == [keys[1]] and stored[keys[1]]["evaluations"] == {"test_accuracy": 0.75}
+    assert runstore.history_of(stored[keys[1]]).metrics == {"loss": [0.5, 0.25]}
+    with caplog.at_level("INFO", logger="regbench.train.runstore"):
+        keeper.say_kept()
+    assert f"1 finished runs kept in {tmp_path / runstore.DIRECTORY}" in caplog.text
+
+    blocked = tmp_path / "blocked"
+    blocked.mkdir()
+    (blocked / runstore.DIRECTORY).write_text("a file where the run store's folder goes")
+    keeper = runstore.Keeper(blocked, identities, keys)
+    for index in (0, 1):  # training goes on; one warning
+        keeper.on_run_finished(index, SimpleNamespace(history=history, evaluations={}))
+    assert keeper.kept == 0 and caplog.text.count("finished runs cannot be kept") == 1
+    assert runstore.Keeper(None, identities, keys).on_run_finished(0, None) is None  # REGBENCH_RETRAIN: none kept

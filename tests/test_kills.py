@@ -266,11 +266,13 @@ def test_sigkill_while_training_leaves_nothing_behind_after_the_rerun(pipeline):
 
 def test_sigkill_while_writing_outputs_keeps_the_previous_ones_and_status_clean(pipeline):
     """Killed after training, while the new outputs are written and logged: the old outputs stay in place, the
-    full temporary directory is invisible to DVC, the parent run is not FINISHED, and the rerun cleans up."""
+    full temporary directory is invisible to DVC, the parent run is not FINISHED, the runs trained are kept in
+    the run store, and the rerun cleans up without training them again."""
     repo = pipeline.repo
     edit_yaml(repo / "params.yaml", lambda raw: raw["circles"]["variants"]["overfit"].update(epochs=300))
     before = digests(repo)
     out = repo / "results/train/circles-overfit"
+    stored_before = {path.name for path in (out / "runs").iterdir()}
     client, experiment = circles_store(repo)
     process = repro_in_background(pipeline)
     try:
@@ -297,10 +299,14 @@ def test_sigkill_while_writing_outputs_keeps_the_previous_ones_and_status_clean(
     assert digests(repo) == before
     killed = client.search_runs([experiment], filter_string=RUNNING)
     assert len([run for run in killed if "mlflow.parentRunId" not in run.data.tags]) == 1  # not FINISHED
-    # The full leftover changes nothing DVC sees: only the stage whose params changed is out of date.
-    assert set(json.loads(pipeline.dvc("status", "--json").stdout)) == {"train@circles-overfit"}
+    # The runs trained went into the run store as they finished (regbench.train.runstore.Keeper), beside the old.
+    trained = {path.name for path in (out / "runs").iterdir()} - stored_before
+    assert len(trained) == 2 and stored_before <= {path.name for path in (out / "runs").iterdir()}
+    # The full leftover changes nothing DVC sees: the stage whose params changed is out of date, and what reads
+    # its results, since its run store grew.
+    assert set(json.loads(pipeline.dvc("status", "--json").stdout)) == {"train@circles-overfit", "claims", "report"}
 
-    pipeline.dvc("repro")
+    assert "train@circles-overfit: 2 runs (0 trained, 2 reused" in pipeline.dvc("repro").stdout
     assert not list(repo.glob("results/train/.*.part"))
     assert "Data and pipelines are up to date" in pipeline.dvc("status").stdout
     assert {client.get_run(run.info.run_id).info.status for run in killed} == {"KILLED"}

@@ -271,8 +271,9 @@ def test_a_stage_whose_parent_dies_stops_itself_and_says_why(tmp_path):
     ]
 
 
-def test_ctrl_c_keeps_the_runs_that_finished_and_the_next_run_reuses_them(tmp_path, mirror, monkeypatch):
-    """IMDB's runs train one at a time: those done before a Ctrl-C go into the run store, not away."""
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGKILL], ids=["ctrl_c", "sigkill"])
+def test_a_stop_keeps_the_runs_that_finished_and_the_next_run_reuses_them(tmp_path, mirror, monkeypatch, stop):
+    """IMDB's runs train one at a time: those done before a Ctrl-C, or even a SIGKILL, stay in the run store."""
     seeds = tuple(range(6))
     raw = shrunk_params(mirror, {"imdb": ["original"]}, epochs=60, seeds=seeds)
     raw["train"]["stack_parts"] = 1  # one run after another
@@ -301,13 +302,16 @@ def test_ctrl_c_keeps_the_runs_that_finished_and_the_next_run_reuses_them(tmp_pa
                 raise AssertionError(f"the stage ended before a run finished:\n{stage.communicate()[1]}")
             assert time.monotonic() < deadline, "no run finished"
             time.sleep(0.2)
-        stage.send_signal(signal.SIGINT)
+        stage.send_signal(stop)
         _, stderr = stage.communicate(timeout=60)
     finally:
         if stage.poll() is None:
             stage.kill()
-    assert stage.returncode == 130 and "Traceback" not in stderr, stderr
-    assert "stopped by SIGINT (Ctrl-C)" in stderr and "finished runs kept in" in stderr, stderr
+    if stop == signal.SIGINT:
+        assert stage.returncode == 130 and "Traceback" not in stderr, stderr
+        assert "stopped by SIGINT (Ctrl-C)" in stderr and "finished runs kept in" in stderr, stderr
+    else:
+        assert stage.returncode == -signal.SIGKILL
     out = tmp_path / "results/train/imdb-original"
     kept = len(list((out / "runs").glob("*.json")))
     assert 1 <= kept < len(seeds) and not (out / "histories.csv").exists()

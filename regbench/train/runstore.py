@@ -8,9 +8,11 @@ changed, the runs it already has are read back instead of trained again, and the
 same bytes as those of a run from scratch. ``REGBENCH_RETRAIN=1`` trains them again on purpose.
 
 Layout: ``results/train/<stage>/runs/<key>.json``, a DVC output of the stage (cached, ``persist: true``:
-DVC keeps it when the stage reruns). The stage writes exactly the runs its seed list uses, so
-``dvc.lock`` records what was used; a run dropped from the list is dropped from the store (shrinking
-trains nothing, growing back trains it again). A clean clone has no store and trains everything, to the
+DVC keeps it when the stage reruns). Each run goes into the store of the previous outputs as soon as it
+finishes (``Keeper``), so a stage stopped in any way, SIGKILL included, trains only what had not finished.
+The outputs the stage then writes hold exactly the runs its seed list uses, so ``dvc.lock`` records what
+was used; a run dropped from the list is dropped from the store (shrinking trains nothing, growing back
+trains it again). A clean clone has no store and trains everything, to the
 same results. Curves are kept as float32 bytes (base64): exact, and a fifth of their decimal text.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +29,9 @@ from typing import Any
 import numpy as np
 
 from regbench.io import read_json, write_json
-from regbench.train.run import History
+from regbench.train.run import History, Run
+
+log = logging.getLogger(__name__)
 
 DIRECTORY = "runs"
 FORMAT = 1
@@ -64,11 +69,11 @@ def _decode(text: str) -> list[float]:
     return np.frombuffer(base64.b64decode(text), "<f4").astype(float).tolist()
 
 
-def entry(run_identity: Mapping[str, Any], history, evaluations: Mapping[str, float], run_id: str | None) -> dict:
+def entry(run_identity: Mapping[str, Any], history, evaluations: Mapping[str, float]) -> dict:
     """A stored run: its identity, how it ended, its curves (float32, as trained) and evaluations.
 
-    Nothing that changes from one training to the next (its seconds, its MLflow run id: ``run_id`` is
-    not stored): the file is a DVC output whose hash is in dvc.lock. Those go to the run log.
+    Nothing that changes from one training to the next (its seconds, its MLflow run id): the file is a
+    DVC output whose hash is in dvc.lock. Those go to the run log.
     """
     return {
         "format": FORMAT,
@@ -121,3 +126,47 @@ def write(stage_dir: Path, entries: Mapping[str, Mapping[str, Any]]) -> None:
     directory.mkdir(parents=True, exist_ok=True)
     for run_key, stored in entries.items():
         write_json(directory / f"{run_key}.json", stored)
+
+
+class Keeper:
+    """Puts each run into the run store of the stage's previous outputs the moment it finishes.
+
+    A RunObserver (regbench.train.run), placed before MLflow's: a run MLflow shows FINISHED is already
+    kept. Whatever then stops the stage (an error, Ctrl-C, SIGTERM, a full MLflow store, SIGKILL), its
+    outputs are discarded whole but the next run of the stage reads these runs back instead of training
+    them again; DVC sees the ``runs`` output changed and reruns the stage (``dvc checkout`` would drop them).
+    """
+
+    def __init__(self, stage_dir: Path | None, identities: Sequence[Mapping[str, Any]], keys: Sequence[str]):
+        """``identities`` and ``keys`` of the runs to train, in the executor's order; no ``stage_dir``: keep none."""
+        self.stage_dir, self.identities, self.keys = stage_dir, identities, keys
+        self.kept = 0
+        self.error: OSError | None = None
+
+    def on_run_started(self, index: int, run: Run) -> None:
+        pass
+
+    def on_run_finished(self, index: int, run: Run) -> None:
+        if self.stage_dir is None or self.error is not None:
+            return
+        try:
+            write(self.stage_dir, {self.keys[index]: entry(self.identities[index], run.history, run.evaluations)})
+        except OSError as error:
+            # Training goes on: the stage's own outputs may still be written elsewhere; this is the safety net.
+            self.error = error
+            log.warning(
+                "finished runs cannot be kept in %s (%s): a stopped stage will train them again",
+                Path(self.stage_dir) / DIRECTORY,
+                error,
+            )
+        else:
+            self.kept += 1
+
+    def on_failure(self, error: BaseException) -> None:
+        pass
+
+    def say_kept(self) -> None:
+        """The line a stage that stops early prints: how many runs the next one will not train again."""
+        if self.kept:
+            where = Path(self.stage_dir) / DIRECTORY
+            log.info("%d finished runs kept in %s: the next `dvc repro` reuses them", self.kept, where)

@@ -604,9 +604,9 @@ class ChildRuns:
     Without a tracker (tests that do not log) every call is a no-op and ``run_id`` is None.
 
     When the store stops taking writes (disk full, read-only), ``failure`` keeps the one-line error,
-    logging stops and training goes on: every run that finishes is kept in ``finished`` for the
-    stage's run store (regbench.train.variant), which then ends the stage with that line. Raising here
-    would lose the runs trained together with this one (the stacked engine finishes them at once).
+    logging stops and training goes on: every run that finishes still goes to the stage's run store
+    (regbench.train.runstore.Keeper), and the stage then ends with that line. Raising here would lose
+    the runs trained together with this one (the stacked engine finishes them at once).
     """
 
     def __init__(
@@ -621,7 +621,6 @@ class ChildRuns:
         self.dataset = dataset
         self.open_runs: dict[int, str] = {}
         self.closed: set[int] = set()
-        self.finished: dict[int, tuple[Any, dict[str, float]]] = {}
         self.failure: StoreUnwritable | None = None
 
     def _failed(self, failure: StoreUnwritable) -> None:
@@ -670,7 +669,6 @@ class ChildRuns:
     def close(self, index: int, history, evaluations: dict[str, float]) -> None:
         """Log the run's per-epoch history and final values, and end it (FAILED when it diverged)."""
         self.closed.add(index)
-        self.finished[index] = (history, evaluations)
         run_id = self.open_runs.get(index)
         if self.tracker is None or self.failure is not None or run_id is None:
             return

@@ -98,19 +98,20 @@ def train(
     # MLflow watches the runs (without a tracker its calls do nothing); it also keeps each finished run,
     # so a stage stopped by a full store keeps what it trained.
     children = ChildRuns(tracker, parent, context, params.train.mlflow_max_steps, dataset)
+    # Each finished run goes to the run store at once: whatever stops the stage, SIGKILL too, it stays.
+    keeper = runstore.Keeper(reuse_from, [identities[i] for i in to_train], [keys[i] for i in to_train])
     trained = [runs[i] for i in to_train]
     try:
-        where = _engines().train(params, trained, data, progress, stage, [children]) if trained else {}
+        where = _engines().train(params, trained, data, progress, stage, [keeper, children]) if trained else {}
     except BaseException:
-        # Whatever ends training early (Ctrl-C, SIGTERM, a full store, an error in one run), what finished stays.
-        _keep_finished(reuse_from, children, identities, keys, to_train)
+        keeper.say_kept()
         raise
     finally:
         progress.close()
     for index, run in zip(to_train, trained, strict=True):
-        stored[keys[index]] = runstore.entry(identities[index], run.history, run.evaluations, run.run_id)
+        stored[keys[index]] = runstore.entry(identities[index], run.history, run.evaluations)
     if children.failure is not None:
-        _keep_finished(reuse_from, children, identities, keys, to_train)
+        keeper.say_kept()
         raise children.failure
     out_dir.mkdir(parents=True, exist_ok=True)
     runstore.write(out_dir, {run_key: stored[run_key] for run_key in keys})
@@ -189,28 +190,6 @@ def _differences(experiment: ExperimentParams, variant: Variant, members: list[M
         changed = {k: v for k, v in changed.items() if k.split(".")[-1] != variant.grid_key.split(".")[-1]}
         changed[variant.grid_key] = "[" + ", ".join(f"{m.grid_value:g}" for m in members) + "]"
     return changed
-
-
-def _keep_finished(reuse_from: Path | None, children: ChildRuns, identities, keys: list[str], to_train) -> None:
-    """Put every run that finished training into the run store in place (results/train/<stage>/runs).
-
-    Called when the stage stops before its outputs are written (a full MLflow store, an error, Ctrl-C or
-    SIGTERM): those outputs are discarded whole, but the next run of the stage reads these runs back instead
-    of training them again. DVC then sees the stage's ``runs`` output changed, so ``dvc repro`` reruns it
-    (``dvc checkout`` would drop them). A SIGKILL leaves no chance to do this.
-    """
-    if reuse_from is None or not children.finished:
-        return
-    entries = {}
-    for position, (history, evaluations) in children.finished.items():
-        index = to_train[position]
-        entries[keys[index]] = runstore.entry(identities[index], history, evaluations, None)
-    try:
-        runstore.write(reuse_from, entries)
-    except OSError as error:
-        log.warning("the %d finished runs could not be kept in %s: %s", len(entries), reuse_from, error)
-    else:
-        log.info("%d finished runs kept in %s: the next `dvc repro` reuses them", len(entries), reuse_from)
 
 
 def _identities(params: Params, experiment: str, runs: list[Run], data_digest: str) -> list[dict[str, Any]]:
