@@ -152,7 +152,7 @@ class Keeper:
         try:
             write(self.stage_dir, {self.keys[index]: entry(self.identities[index], run.history, run.evaluations)})
         except OSError as error:
-            # Training goes on: the stage's own outputs may still be written elsewhere; this is the safety net.
+            # Training goes on: the runs stay in memory for the stage's outputs; only the net for a stop is gone.
             self.error = error
             log.warning(
                 "finished runs cannot be kept in %s (%s): a stopped stage will train them again",

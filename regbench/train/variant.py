@@ -95,8 +95,8 @@ def train(
             len(folds) if folds[0] is not None else None,
         )
         parent = start_stage_run(tracker, run_name, context, variant.name, settings, note, dataset)
-    # MLflow watches the runs (without a tracker its calls do nothing); it also keeps each finished run,
-    # so a stage stopped by a full store keeps what it trained.
+    # MLflow watches the runs (without a tracker its calls do nothing); a full store stops its logging,
+    # not the training.
     children = ChildRuns(tracker, parent, context, params.train.mlflow_max_steps, dataset)
     # Each finished run goes to the run store at once: whatever stops the stage, SIGKILL too, it stays.
     keeper = runstore.Keeper(reuse_from, [identities[i] for i in to_train], [keys[i] for i in to_train])
