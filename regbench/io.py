@@ -23,6 +23,8 @@ import psutil
 PART_SUFFIX = ".part"
 # The previous directory while a new one replaces it (atomic_directory): a .part too, so DVC ignores it.
 ASIDE_SUFFIX = ".old" + PART_SUFFIX
+# Where DVC lists the cached outputs of a folder, so that git ignores them.
+DVC_GITIGNORE = ".gitignore"
 
 
 @contextlib.contextmanager
@@ -50,7 +52,7 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
     A directory cannot be swapped in one rename, so the old one is renamed aside first, the new one moved
     in, and only then the old one deleted: at no moment is the only copy of either being deleted. A kill
     between the two renames leaves the old directory aside; the next writer of ``target`` puts it back
-    before it starts (it may read it: the run store does).
+    before it starts (it may read it: the run store does). The old directory's ``.gitignore`` carries over.
     """
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -60,6 +62,11 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
     temporary.chmod(0o777 & ~umask())
     try:
         yield temporary
+        kept = target / DVC_GITIGNORE
+        if kept.is_file() and not (temporary / DVC_GITIGNORE).exists():
+            # DVC's list of the cached outputs it keeps in this folder, not the writer's: without it, a stage
+            # run by hand (outside DVC) leaves them untracked in `git status` until DVC next writes it.
+            shutil.copy2(kept, temporary / DVC_GITIGNORE)
         aside = None
         if target.exists():
             aside = target.parent / f"{_part_prefix(target)}{os.urandom(4).hex()}{ASIDE_SUFFIX}"

@@ -212,6 +212,31 @@ def test_a_code_folder_dependency_ignores_python_bytecode_caches(tmp_path):
     assert status() != {}
 
 
+# A stage that writes its folder as train does: whole, through io.atomic_directory.
+FOLDER_WRITER = (
+    "from regbench import io\n"
+    "with io.atomic_directory('out') as out:\n"
+    "    (out / 'runs').mkdir()\n"
+    "    (out / 'runs' / 'r.json').write_text('{}')\n"
+    "    (out / 'metrics.json').write_text('{}')\n"
+)
+
+
+def test_a_stage_run_by_hand_keeps_the_gitignore_dvc_wrote_in_its_folder(tmp_path):
+    """DVC lists a folder's cached outputs in its .gitignore (train: runs/, histories.csv); replacing the
+    folder whole outside DVC (`python -m stages.train <run>`) must not leave them untracked in `git status`."""
+    (tmp_path / "writer.py").write_text(FOLDER_WRITER)
+    command = f"PYTHONPATH={REPO_ROOT} {sys.executable} writer.py"
+    stage = ["-n", "write", "-d", "writer.py", "-o", "out/runs", "-O", "out/metrics.json", command]
+    assert repo_with_one_stage(tmp_path, *stage)() == {}
+    assert (tmp_path / "out" / ".gitignore").read_text() == "/runs\n"
+    subprocess.run(["git", "add", "-A"], cwd=tmp_path, check=True)
+    subprocess.run(["sh", "-c", command], cwd=tmp_path, check=True)  # by hand, outside DVC
+    assert (tmp_path / "out" / ".gitignore").read_text() == "/runs\n"
+    untracked = subprocess.run(["git", "status", "--porcelain"], cwd=tmp_path, capture_output=True, text=True)
+    assert "runs" not in untracked.stdout, untracked.stdout
+
+
 # --- stops: Ctrl-C, a parent gone --------------------------------------------------------------------
 
 # A stage whose main waits (stands for training); it says when it has started.
