@@ -66,7 +66,8 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
         if kept.is_file() and not (temporary / DVC_GITIGNORE).exists():
             # DVC's list of the cached outputs it keeps in this folder, not the writer's: without it, a stage
             # run by hand (outside DVC) leaves them untracked in `git status` until DVC next writes it.
-            shutil.copy2(kept, temporary / DVC_GITIGNORE)
+            with contextlib.suppress(OSError):  # DVC writes it again on its next run: not worth the outputs
+                shutil.copy2(kept, temporary / DVC_GITIGNORE)
         aside = None
         if target.exists():
             aside = target.parent / f"{_part_prefix(target)}{os.urandom(4).hex()}{ASIDE_SUFFIX}"

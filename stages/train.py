@@ -33,6 +33,8 @@ def main(argv: list[str]) -> None:
     tracker = Tracker(experiment_name=f"regbench/{experiment.name}")
     try:
         # SIGTERM and SIGINT arrive as StageKilled (regbench.cli.run_stage), so the runs close as KILLED.
+        # Entered before training: it puts back a folder a killed writer left aside before the run store in it
+        # is read, or written as runs finish (runstore.Keeper).
         with atomic_directory(out) as out_dir:
             summary = train(params, run_name, out_dir, tracker, reuse_from=reuse_from)
     except BaseException as error:

@@ -131,7 +131,7 @@ def test_the_manifest_lists_what_the_stored_runs_were_trained_under(clean_enviro
     assert {setup["environment"]["TF_ENABLE_ONEDNN_OPTS"] for setup in both} == {"0", None}
 
 
-def test_the_keeper_stores_each_run_as_it_finishes_and_a_store_it_cannot_write_only_warns(tmp_path, caplog):
+def test_the_keeper_keeps_each_run_as_it_finishes_and_a_store_it_cannot_write_only_warns(tmp_path, caplog, monkeypatch):
     from types import SimpleNamespace
 
     from regbench.train.run import History
@@ -155,4 +155,7 @@ def test_the_keeper_stores_each_run_as_it_finishes_and_a_store_it_cannot_write_o
     for index in (0, 1):  # training goes on; one warning
         keeper.on_run_finished(index, SimpleNamespace(history=history, evaluations={}))
     assert keeper.kept == 0 and caplog.text.count("finished runs cannot be kept") == 1
-    assert runstore.Keeper(None, identities, keys).on_run_finished(0, None) is None  # REGBENCH_RETRAIN: none kept
+    monkeypatch.chdir(tmp_path / "blocked")
+    retraining = runstore.Keeper(None, identities, keys)  # REGBENCH_RETRAIN=1: no run store to keep runs in
+    retraining.on_run_finished(0, SimpleNamespace(history=history, evaluations={}))
+    assert retraining.kept == 0 and [path.name for path in Path.cwd().iterdir()] == [runstore.DIRECTORY]

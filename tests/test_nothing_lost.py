@@ -456,10 +456,14 @@ def test_machine_records_cpu_model_instruction_sets_and_kernel_settings(tmp_path
     cpuinfo = tmp_path / "cpuinfo"
     cpuinfo.write_text("processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: fpu sse4_2 avx avx2 fma avx512f\n")
     monkeypatch.setenv("TF_ENABLE_ONEDNN_OPTS", "0")
+    # As in a stage that trained: the thread settings are recorded only once TensorFlow is loaded, which
+    # otherwise depends on which tests ran before in this process.
+    import tensorflow  # noqa: F401
+
     described = provenance.machine(cpuinfo)
     assert described["cpu_model"] == "Test CPU 9000"
     assert described["isa"] == ["sse4_2", "avx", "avx2", "fma", "avx512f"]
-    # The settings that change TensorFlow's kernels or their order of summation (TensorFlow is loaded here).
+    # The settings that change TensorFlow's kernels or their order of summation.
     assert described["kernel_env"]["TF_ENABLE_ONEDNN_OPTS"] == described["onednn"] == "0"
     assert set(described["tensorflow_threads"]) == {"intra_op", "inter_op"}
 

@@ -21,9 +21,10 @@ Faults: Ray retries a task whose worker process or node died ``train.ray.max_ret
 on any node (``max_retries`` counts only system failures; an exception raised by the training
 code is not retried: https://docs.ray.io/en/latest/ray-core/fault_tolerance/tasks.html). A task
 that still fails ends the stage with a RuntimeError naming its runs; the other tasks are
-cancelled, the observers (MLflow) close the open child runs as FAILED and the stage
-writes no output (its outputs are only moved into place after every run is back). Ctrl-C or
-SIGTERM (``tracking.StageKilled``) cancels the outstanding tasks the same way.
+cancelled, the observers (MLflow) close the open child runs as FAILED and the stage's results
+are not replaced (they are only moved into place after every run is back); the runs that came
+back are already in its run store (runstore.Keeper), so the rerun does not train them again.
+Ctrl-C or SIGTERM (``tracking.StageKilled``) cancels the outstanding tasks the same way.
 """
 
 from __future__ import annotations
@@ -472,6 +473,7 @@ def _failure(stage: str, runs: list[Run], unit: Unit, error: Exception, retries:
     else:
         cause = f"its worker or node died and {retries} retries did not bring it back ({type(error).__name__})"
     return (
-        f"{stage}: the Ray task training {labels} failed: {cause}. No output was written; rerun the stage "
-        "(a lost node: raise train.ray.max_retries or check the cluster with `ray status`)"
+        f"{stage}: the Ray task training {labels} failed: {cause}. The results were not replaced, and the runs "
+        "that came back are kept in the run store; rerun the stage to train the rest (a lost node: raise "
+        "train.ray.max_retries or check the cluster with `ray status`)"
     )

@@ -9,7 +9,8 @@ same bytes as those of a run from scratch. ``REGBENCH_RETRAIN=1`` trains them ag
 
 Layout: ``results/train/<stage>/runs/<key>.json``, a DVC output of the stage (cached, ``persist: true``:
 DVC keeps it when the stage reruns). Each run goes into the store of the previous outputs as soon as it
-finishes (``Keeper``), so a stage stopped in any way, SIGKILL included, trains only what had not finished.
+finishes (``Keeper``), so a stage stopped in any way, SIGKILL included, trains only what had not finished
+(unless ``REGBENCH_RETRAIN`` is set or the store cannot be written).
 The outputs the stage then writes hold exactly the runs its seed list uses, so ``dvc.lock`` records what
 was used; a run dropped from the list is dropped from the store (shrinking trains nothing, growing back
 trains it again). A clean clone has no store and trains everything, to the

@@ -169,7 +169,8 @@ def train(
                 plot_learning_curves(curves, figure, run_name, params.report.max_curve_points, "member")
                 tracker.log_artifact(parent, figure)
         except StoreUnwritable:
-            runstore.write(reuse_from or out_dir, {run_key: stored[run_key] for run_key in keys})
+            # Every run is in the run store already: read back from it, or kept there as it finished.
+            keeper.say_kept()
             raise
     return summary
 
