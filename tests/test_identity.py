@@ -155,7 +155,9 @@ def test_the_keeper_keeps_each_run_as_it_finishes_and_a_store_it_cannot_write_on
     for index in (0, 1):  # training goes on; one warning
         keeper.on_run_finished(index, SimpleNamespace(history=history, evaluations={}))
     assert keeper.kept == 0 and caplog.text.count("finished runs cannot be kept") == 1
+    assert list(keeper.entries) == keys  # still there for the stage's own outputs
     monkeypatch.chdir(tmp_path / "blocked")
     retraining = runstore.Keeper(None, identities, keys)  # REGBENCH_RETRAIN=1: no run store to keep runs in
     retraining.on_run_finished(0, SimpleNamespace(history=history, evaluations={}))
     assert retraining.kept == 0 and [path.name for path in Path.cwd().iterdir()] == [runstore.DIRECTORY]
+    assert list(retraining.entries) == [keys[0]]

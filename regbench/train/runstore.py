@@ -139,8 +139,13 @@ class Keeper:
     """
 
     def __init__(self, stage_dir: Path | None, identities: Sequence[Mapping[str, Any]], keys: Sequence[str]):
-        """``identities`` and ``keys`` of the runs to train, in the executor's order; no ``stage_dir``: keep none."""
+        """``identities`` and ``keys`` of the runs to train, in the executor's order; no ``stage_dir``: keep none.
+
+        ``entries`` holds every finished run's stored form, by key, whether or not it could be kept: the
+        stage's outputs are written from it.
+        """
         self.stage_dir, self.identities, self.keys = stage_dir, identities, keys
+        self.entries: dict[str, dict] = {}
         self.kept = 0
         self.error: OSError | None = None
 
@@ -148,10 +153,12 @@ class Keeper:
         pass
 
     def on_run_finished(self, index: int, run: Run) -> None:
+        run_key = self.keys[index]
+        self.entries[run_key] = entry(self.identities[index], run.history, run.evaluations)
         if self.stage_dir is None or self.error is not None:
             return
         try:
-            write(self.stage_dir, {self.keys[index]: entry(self.identities[index], run.history, run.evaluations)})
+            write(self.stage_dir, {run_key: self.entries[run_key]})
         except OSError as error:
             # Training goes on: the runs stay in memory for the stage's outputs; only the net for a stop is gone.
             self.error = error

@@ -108,8 +108,7 @@ def train(
         raise
     finally:
         progress.close()
-    for index, run in zip(to_train, trained, strict=True):
-        stored[keys[index]] = runstore.entry(identities[index], run.history, run.evaluations)
+    stored.update(keeper.entries)
     if children.failure is not None:
         keeper.say_kept()
         raise children.failure
